@@ -1,0 +1,1 @@
+//! End-to-end tests for the PATE binaries live in `tests/`.
