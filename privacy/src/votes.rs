@@ -1,0 +1,150 @@
+//! Reading vote histograms from CSV: one query per line, one non-negative
+//! integer vote count per class, comma-separated, no header. Blank lines are
+//! skipped; surrounding spaces and Windows line endings are accepted. Every
+//! error names its (1-based) line.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Errors reading a votes file.
+#[derive(Debug, Error)]
+pub enum VotesError {
+    /// The file could not be read.
+    #[error("cannot read votes file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A field is not a non-negative integer.
+    #[error("line {line}, column {column}: {value:?} is not a non-negative integer vote count")]
+    BadCount {
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column number.
+        column: usize,
+        /// The offending text.
+        value: String,
+    },
+    /// A line has a different number of classes than the first one.
+    #[error("line {line}: expected {expected} vote counts (as on the first line), found {found}")]
+    ColumnMismatch {
+        /// 1-based line number.
+        line: usize,
+        /// Columns on the first data line.
+        expected: usize,
+        /// Columns on this line.
+        found: usize,
+    },
+    /// A line has fewer than two classes.
+    #[error("line {line}: a histogram needs at least 2 classes, found {found}")]
+    TooFewClasses {
+        /// 1-based line number.
+        line: usize,
+        /// Columns on this line.
+        found: usize,
+    },
+    /// No data lines.
+    #[error("the votes file has no queries")]
+    Empty,
+}
+
+/// Parses CSV text into a votes matrix (rows = queries, columns = classes).
+pub fn parse_votes_csv(text: &str) -> Result<Vec<Vec<f64>>, VotesError> {
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let s = raw.trim();
+        if s.is_empty() {
+            continue;
+        }
+        let mut row = Vec::new();
+        for (j, field) in s.split(',').enumerate() {
+            let f = field.trim();
+            let v: u32 = f.parse().map_err(|_| VotesError::BadCount {
+                line,
+                column: j + 1,
+                value: f.to_string(),
+            })?;
+            row.push(f64::from(v));
+        }
+        if row.len() < 2 {
+            return Err(VotesError::TooFewClasses { line, found: row.len() });
+        }
+        if let Some(first) = rows.first() {
+            if first.len() != row.len() {
+                return Err(VotesError::ColumnMismatch {
+                    line,
+                    expected: first.len(),
+                    found: row.len(),
+                });
+            }
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err(VotesError::Empty);
+    }
+    Ok(rows)
+}
+
+/// Reads and parses a votes CSV file.
+pub fn read_votes_csv(path: &Path) -> Result<Vec<Vec<f64>>, VotesError> {
+    let text = std::fs::read_to_string(path).map_err(|source| VotesError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_votes_csv(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_skips_blank_lines() {
+        let v = parse_votes_csv("1,2,3\r\n\n 4 , 5,6\n").expect("valid");
+        assert_eq!(v, vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse_votes_csv("1,2\n3,x\n").expect_err("bad");
+        assert!(matches!(e, VotesError::BadCount { line: 2, column: 2, .. }));
+        assert!(e.to_string().contains("line 2"));
+        let e = parse_votes_csv("1,2\n\n3,4,5\n").expect_err("bad");
+        assert!(matches!(
+            e,
+            VotesError::ColumnMismatch {
+                line: 3,
+                expected: 2,
+                found: 3
+            }
+        ));
+        assert!(matches!(
+            parse_votes_csv("1,-2").expect_err("neg"),
+            VotesError::BadCount { line: 1, .. }
+        ));
+        assert!(matches!(
+            parse_votes_csv("1.5,2").expect_err("frac"),
+            VotesError::BadCount { .. }
+        ));
+        assert!(matches!(
+            parse_votes_csv("7").expect_err("one"),
+            VotesError::TooFewClasses { line: 1, found: 1 }
+        ));
+        assert!(matches!(
+            parse_votes_csv("1,2,").expect_err("trailing"),
+            VotesError::BadCount { column: 3, .. }
+        ));
+        assert!(matches!(
+            parse_votes_csv("\n \n").expect_err("empty"),
+            VotesError::Empty
+        ));
+        let e = read_votes_csv(Path::new("/nonexistent/votes.csv")).expect_err("io");
+        assert!(e.to_string().contains("/nonexistent/votes.csv"));
+    }
+}
