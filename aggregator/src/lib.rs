@@ -1,1 +1,154 @@
-//! Placeholder.
+//! The PATE aggregator, the trusted curator: it sends each student query to
+//! every teacher, counts the votes, adds noise to the counts, releases only
+//! the noisy winner (or an abstention), and accounts every bit of privacy it
+//! spends in a durable ledger against one global budget.
+
+pub mod ledger;
+pub mod pool;
+pub mod service;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use pate_privacy::budget::Budget;
+use pate_privacy::noise::NoisyMax;
+use pate_privacy::{default_orders, Mechanism};
+use pate_proto::v1::aggregator_server::AggregatorServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use ledger::Ledger;
+pub use pool::TeacherPool;
+pub use service::AggregatorService;
+
+/// Largest gRPC message the aggregator sends or accepts.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Noise mechanism names on the command line.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MechanismKind {
+    /// Laplace noisy max (PATE 2017).
+    Lnmax,
+    /// Gaussian noisy max (PATE 2018).
+    Gnmax,
+    /// Gaussian noisy max behind a noisy consensus threshold (PATE 2018).
+    ConfidentGnmax,
+}
+
+/// How the aggregator runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Teacher address (host:port or http://host:port); repeat for each teacher.
+    #[arg(long = "teacher", env = "PATE_TEACHERS", value_delimiter = ',')]
+    pub teachers: Vec<String>,
+    /// File with one teacher address per line (blank lines and # comments ignored).
+    #[arg(long, env = "PATE_TEACHERS_FILE")]
+    pub teachers_file: Option<PathBuf>,
+    /// Teachers that must vote for a query to be answered [default: a majority].
+    #[arg(long, env = "PATE_QUORUM")]
+    pub quorum: Option<usize>,
+    /// Seconds a teacher has to answer one vote batch before it counts as abstaining.
+    #[arg(long, default_value_t = 60.0, env = "PATE_VOTE_TIMEOUT")]
+    pub vote_timeout: f64,
+    /// Seconds to keep retrying teachers that are not up yet at start-up.
+    #[arg(long, default_value_t = 60.0, env = "PATE_CONNECT_TIMEOUT")]
+    pub connect_timeout: f64,
+    /// Noise mechanism.
+    #[arg(long, value_enum, default_value = "lnmax", env = "PATE_MECHANISM")]
+    pub mechanism: MechanismKind,
+    /// LNMax: Laplace scale b on each count (each answer costs 2/b pure epsilon).
+    #[arg(long, default_value_t = 20.0, env = "PATE_NOISE_SCALE")]
+    pub noise_scale: f64,
+    /// GNMax: standard deviation of the Gaussian noise on each count.
+    #[arg(long, default_value_t = 40.0, env = "PATE_SIGMA")]
+    pub sigma: f64,
+    /// Confident-GNMax: threshold T on the top count.
+    #[arg(long, default_value_t = 200.0, env = "PATE_THRESHOLD")]
+    pub threshold: f64,
+    /// Confident-GNMax: noise of the threshold check.
+    #[arg(long, default_value_t = 150.0, env = "PATE_SIGMA1")]
+    pub sigma1: f64,
+    /// Confident-GNMax: noise of the answer.
+    #[arg(long, default_value_t = 40.0, env = "PATE_SIGMA2")]
+    pub sigma2: f64,
+    /// The global privacy budget: queries that could push the spent epsilon past it are refused.
+    #[arg(long, default_value_t = 10.0, env = "PATE_EPSILON_LIMIT")]
+    pub epsilon_limit: f64,
+    /// Delta of the (epsilon, delta) guarantee; 0 means pure DP (LNMax only).
+    #[arg(long, default_value_t = 1e-5, env = "PATE_DELTA")]
+    pub delta: f64,
+    /// Largest batch of samples one Label call may carry.
+    #[arg(long, default_value_t = 1024, env = "PATE_MAX_BATCH")]
+    pub max_batch: usize,
+    /// SQLite ledger of every answered query; a restart restores the budget from it.
+    #[arg(long, default_value = "pate-ledger.db", env = "PATE_LEDGER")]
+    pub ledger: PathBuf,
+}
+
+impl Config {
+    /// The configured mechanism, validated.
+    pub fn mechanism(&self) -> anyhow::Result<Mechanism> {
+        let m = match self.mechanism {
+            MechanismKind::Lnmax => Mechanism::LnMax { scale: self.noise_scale },
+            MechanismKind::Gnmax => Mechanism::GnMax { sigma: self.sigma },
+            MechanismKind::ConfidentGnmax => {
+                Mechanism::ConfidentGnMax { threshold: self.threshold, sigma1: self.sigma1, sigma2: self.sigma2 }
+            }
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Every configured teacher address, flags first, then the file.
+    pub fn teacher_addrs(&self) -> anyhow::Result<Vec<String>> {
+        let mut addrs: Vec<String> = self.teachers.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        if let Some(path) = &self.teachers_file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            addrs.extend(
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string),
+            );
+        }
+        Ok(addrs)
+    }
+}
+
+/// Connects to the teachers, restores the budget from the ledger, and serves
+/// the aggregator on `listener` until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mechanism = config.mechanism()?;
+    NoisyMax::new(&mechanism)?; // fail at start-up, not on the first query
+    let orders = default_orders();
+    let mut budget = Budget::new(mechanism, config.epsilon_limit, config.delta, orders.clone())?;
+    let ledger = Ledger::open(&config.ledger, &mechanism, &orders)
+        .with_context(|| format!("opening ledger {}", config.ledger.display()))?;
+    let restored = ledger.restore_into(&mut budget).context("restoring the budget from the ledger")?;
+    let spent = budget.spent();
+    tracing::info!(ledger = %config.ledger.display(), restored, epsilon = spent, "budget restored");
+
+    let addrs = config.teacher_addrs()?;
+    let quorum = config.quorum.unwrap_or(addrs.len() / 2 + 1);
+    let secs = |s: f64, what: &str| Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"));
+    let pool = TeacherPool::connect(&addrs, quorum, secs(config.vote_timeout, "--vote-timeout")?, secs(config.connect_timeout, "--connect-timeout")?).await?;
+    let [rows, cols] = pool.input_shape();
+    tracing::info!(teachers = pool.len(), quorum, rows, cols, classes = pool.classes(), mechanism = mechanism.name(), "ensemble ready");
+
+    let service = AggregatorService::new(pool, budget, ledger, config.max_batch);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<AggregatorServer<AggregatorService>>().await;
+    let addr = listener.local_addr().context("listener address")?;
+    tracing::info!(%addr, "serving labels");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(
+            AggregatorServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("aggregator server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,183 @@
-//! Placeholder.
+//! A PATE student: it holds public, unlabelled inputs and a small labelled
+//! evaluation set. It asks the aggregator to label some of the inputs,
+//! trains its own model on the answers, and checks itself on the evaluation
+//! set. It never sees a teacher or a teacher's data.
+
+pub mod query;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use pate_ml::checkpoint::{self, ModelMeta};
+use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, student_split, Dataset};
+use pate_ml::model::ModelKind;
+use pate_ml::train::{accuracy, predict, TrainConfig};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use query::{label_pool, Labelled};
+
+/// How the student runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Aggregator address (host:port or http://host:port).
+    #[arg(long, default_value = "127.0.0.1:50050", env = "PATE_AGGREGATOR")]
+    pub aggregator: String,
+    /// Directory with the four IDX files [default: $PATE_DATA_DIR, then
+    /// /usr/share/datasets/fashion-mnist, then the download cache].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The last K items of the test split are the labelled evaluation set;
+    /// the rest is the public pool the student may query.
+    #[arg(long, default_value_t = 1000, env = "PATE_EVAL_SIZE")]
+    pub eval_size: usize,
+    /// Pool items to ask labels for (capped at the pool's size).
+    #[arg(long, default_value_t = 1000, env = "PATE_QUERIES")]
+    pub queries: usize,
+    /// Samples per Label call (capped at the aggregator's limit).
+    #[arg(long, default_value_t = 250, env = "PATE_QUERY_BATCH")]
+    pub query_batch: usize,
+    /// Seed that picks the queried items and trains the student.
+    #[arg(long, default_value_t = 0, env = "PATE_SEED")]
+    pub seed: u64,
+    /// Prefix of the request ids; rerunning with the same run id replays
+    /// the recorded answers at no privacy cost [default: random].
+    #[arg(long, env = "PATE_RUN_ID")]
+    pub run_id: Option<String>,
+    /// Student model architecture.
+    #[arg(long, default_value = "mlp", env = "PATE_MODEL")]
+    pub model: ModelKind,
+    /// Training epochs of the student.
+    #[arg(long, default_value_t = 40, env = "PATE_EPOCHS")]
+    pub epochs: usize,
+    /// Seconds to keep retrying an aggregator that is not up yet.
+    #[arg(long, default_value_t = 120.0, env = "PATE_CONNECT_TIMEOUT")]
+    pub connect_timeout: f64,
+    /// Directory for the student's checkpoint and report.json.
+    #[arg(long, default_value = "student-out", env = "PATE_OUT")]
+    pub out: PathBuf,
+}
+
+/// What the student reports (also written to `report.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudentReport {
+    /// Pool items the student asked about.
+    pub queries_asked: usize,
+    /// Of those, answered with a label.
+    pub queries_answered: usize,
+    /// The aggregator abstained.
+    pub queries_abstained: usize,
+    /// Refused for lack of budget.
+    pub queries_refused: usize,
+    /// Share of the answered labels that match the pool's true labels
+    /// (a measurement for experiments; a real student cannot know it).
+    pub label_accuracy: f64,
+    /// Accuracy on the evaluation set.
+    pub student_accuracy: f64,
+    /// Data-independent epsilon the aggregator reports as spent.
+    pub epsilon: f64,
+    /// Delta of that epsilon (0 for pure DP).
+    pub delta: f64,
+    /// Seconds spent querying.
+    pub query_seconds: f64,
+    /// Seconds spent training.
+    pub train_seconds: f64,
+}
+
+/// Picks `queries` pool indices with a seeded shuffle.
+pub fn pick_queries(pool_len: usize, queries: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..pool_len).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    idx.truncate(queries.min(pool_len));
+    idx
+}
+
+/// Queries the aggregator, trains, evaluates, and writes the checkpoint and
+/// `report.json` under `config.out`.
+pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
+    let dir = resolve_data_dir(config.data.as_deref())?;
+    let data_dir = dir.clone();
+    let data = tokio::task::spawn_blocking(move || load_idx_dir(&data_dir)).await?
+        .with_context(|| format!("loading data from {}", dir.display()))?;
+    let classes = data.num_classes();
+    let split = student_split(&data.test, config.eval_size)?;
+    let picked = pick_queries(split.pool.len(), config.queries, config.seed);
+    if picked.len() < config.queries {
+        tracing::warn!(asked = config.queries, pool = split.pool.len(), "queries capped at the public pool's size");
+    }
+    let queried = split.pool.select(&picked);
+    let query_start = std::time::Instant::now();
+    let labelled = label_pool(&config, &queried, classes).await?;
+    let query_seconds = query_start.elapsed().as_secs_f64();
+    anyhow::ensure!(!labelled.items.is_empty(), "the aggregator answered none of {} queries: nothing to train on", picked.len());
+
+    let true_labels: Vec<u8> = labelled.items.iter().map(|&i| split.pool_labels[picked[i]]).collect();
+    let train_set = Dataset { images: queried.select(&labelled.items), labels: labelled.labels.clone() };
+    let label_accuracy = accuracy(&train_set.labels, &true_labels);
+    tracing::info!(answered = train_set.len(), label_accuracy, "training student");
+
+    let train_start = std::time::Instant::now();
+    let (cfg, kind, eval, out) = (
+        TrainConfig { epochs: config.epochs, seed: config.seed, ..TrainConfig::default() },
+        config.model,
+        split.eval,
+        config.out.clone(),
+    );
+    let student_accuracy = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let trained = pate_ml::train::train(kind, &train_set, classes, &cfg, &mut |r| {
+            tracing::debug!(epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, "student epoch");
+        })?;
+        let acc = accuracy(&predict(&trained.model, &eval.images, 512)?, &eval.labels);
+        let meta = ModelMeta {
+            model_kind: kind,
+            rows: eval.images.rows,
+            cols: eval.images.cols,
+            classes,
+            partition_index: 0,
+            partition_count: 1,
+            data_fingerprint: fingerprint(&train_set),
+            train_accuracy: accuracy(&predict(&trained.model, &train_set.images, 512)?, &train_set.labels),
+            train_items: train_set.len(),
+            poison: None,
+        };
+        checkpoint::save(&out.join("model"), &trained, &meta)?;
+        Ok(acc)
+    })
+    .await??;
+
+    let report = StudentReport {
+        queries_asked: picked.len(),
+        queries_answered: labelled.items.len(),
+        queries_abstained: labelled.abstained,
+        queries_refused: labelled.refused,
+        label_accuracy,
+        student_accuracy,
+        epsilon: labelled.budget.epsilon_spent,
+        delta: labelled.budget.delta,
+        query_seconds,
+        train_seconds: train_start.elapsed().as_secs_f64(),
+    };
+    let path = config.out.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(accuracy = student_accuracy, epsilon = report.epsilon, "student done");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_are_seeded_distinct_and_capped() {
+        let a = pick_queries(100, 10, 7);
+        assert_eq!(a, pick_queries(100, 10, 7));
+        assert_ne!(a, pick_queries(100, 10, 8));
+        let mut s = a.clone();
+        s.sort_unstable();
+        s.dedup();
+        assert_eq!(s.len(), 10);
+        assert_eq!(pick_queries(5, 10, 0).len(), 5);
+    }
+}

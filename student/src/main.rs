@@ -1,1 +1,24 @@
-fn main() {}
+//! `pate-student`: learn from the aggregator's noisy labels on public data.
+
+use clap::Parser;
+use pate_proto::runtime::init_tracing;
+
+/// A PATE student: queries the aggregator, trains, and evaluates itself.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: pate_student::Config,
+    /// Log as JSON lines.
+    #[arg(long, env = "PATE_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let report = pate_student::run(cli.config).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

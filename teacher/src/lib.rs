@@ -1,1 +1,59 @@
-//! Placeholder.
+//! A PATE teacher: trains a model on one disjoint partition of the sensitive
+//! training data, then answers one question over gRPC, "what label do you
+//! vote for on these inputs?". The data never leaves this process.
+
+pub mod service;
+pub mod train;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pate_proto::v1::teacher_server::TeacherServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use service::TeacherService;
+pub use train::{train, TrainArgs};
+
+/// Largest gRPC message a teacher accepts (a batch of samples).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How `serve` runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Checkpoint directory written by `pate-teacher train`.
+    #[arg(long, env = "PATE_CHECKPOINT")]
+    pub checkpoint: PathBuf,
+    /// Identifier reported by Describe (default: `teacher-<partition>`).
+    #[arg(long, env = "PATE_TEACHER_ID")]
+    pub id: Option<String>,
+    /// Largest batch of samples one Vote may carry.
+    #[arg(long, default_value_t = 4096, env = "PATE_MAX_BATCH")]
+    pub max_batch: usize,
+}
+
+/// Serves the teacher in `config` on `listener` until `shutdown` resolves.
+pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let dir = config.checkpoint.clone();
+    let (model, meta) = tokio::task::spawn_blocking(move || pate_ml::checkpoint::load(&dir))
+        .await
+        .context("checkpoint loader panicked")?
+        .with_context(|| format!("loading checkpoint {}", config.checkpoint.display()))?;
+    let id = config.id.clone().unwrap_or_else(|| format!("teacher-{}", meta.partition_index));
+    let service = TeacherService::new(id.clone(), Arc::new(model), meta, config.max_batch);
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<TeacherServer<TeacherService>>().await;
+    let addr = listener.local_addr().context("listener address")?;
+    tracing::info!(teacher = %id, %addr, "serving votes");
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(TeacherServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("teacher server failed")?;
+    tracing::info!(teacher = %id, "stopped");
+    Ok(())
+}

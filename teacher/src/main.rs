@@ -1,1 +1,55 @@
-fn main() {}
+//! `pate-teacher`: train a teacher on its partition, or serve its votes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pate_proto::runtime::{init_tracing, shutdown_signal, write_addr_file};
+
+/// A PATE teacher: one model on one disjoint partition of sensitive data.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "PATE_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train on one partition and write a checkpoint.
+    Train(pate_teacher::TrainArgs),
+    /// Serve Describe and Vote over gRPC from a checkpoint.
+    Serve {
+        #[command(flatten)]
+        config: pate_teacher::ServeConfig,
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:50051", env = "PATE_LISTEN")]
+        listen: SocketAddr,
+        /// Write the bound address to this file once listening.
+        #[arg(long, env = "PATE_ADDR_FILE")]
+        addr_file: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match cli.command {
+        Command::Train(args) => {
+            tokio::task::spawn_blocking(move || pate_teacher::train(&args)).await??;
+            Ok(())
+        }
+        Command::Serve { config, listen, addr_file } => {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+            if let Some(path) = addr_file {
+                write_addr_file(&path, listener.local_addr()?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            pate_teacher::run(config, listener, shutdown_signal()).await
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The durable ledger of everything the aggregator answered.
+//!
+//! SQLite in WAL mode with `synchronous = FULL`: a batch's queries are
+//! committed in one transaction before its answer leaves the process, so a
+//! crash or a restart never forgets spent budget, and a retried request id
+//! is answered from the record, never with fresh noise (averaging repeated
+//! noisy answers would strip the noise off).
+
+use std::path::Path;
+
+use pate_privacy::Mechanism;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+/// Why the ledger failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite failed.
+    #[error("ledger database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A request id came back with other samples than first recorded.
+    #[error("request id {0} was already used for other samples; use a fresh request id")]
+    ReusedId(String),
+    /// A stored value does not decode.
+    #[error("ledger is corrupt: {0}")]
+    Corrupt(String),
+    /// The ledger was written for a different accounting set-up.
+    #[error("ledger was written with {key} = {stored}, but this aggregator is configured with {configured}; use the same configuration or a fresh ledger file")]
+    Mismatch {
+        /// The setting that differs.
+        key: &'static str,
+        /// What the ledger holds.
+        stored: String,
+        /// What was configured now.
+        configured: String,
+    },
+}
+
+/// One answered (or abstained) query as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRecord {
+    /// The noise-free vote histogram (never released).
+    pub histogram: Vec<u32>,
+    /// The released label, `None` for an abstention.
+    pub answer: Option<u8>,
+    /// Data-independent RDP charged for it, at the ledger's orders.
+    pub rdp: Vec<f64>,
+}
+
+/// The ledger file.
+pub struct Ledger {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL REFERENCES requests(request_id),
+    position INTEGER NOT NULL,
+    histogram TEXT NOT NULL,
+    answer INTEGER NOT NULL,
+    rdp BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn f64s_to_blob(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_to_f64s(b: &[u8]) -> Result<Vec<f64>, LedgerError> {
+    if b.len() % 8 != 0 {
+        return Err(LedgerError::Corrupt(format!("rdp blob of {} bytes", b.len())));
+    }
+    Ok(b.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `path` for `mechanism` accounted at
+    /// `orders`. A ledger written with other settings is refused rather
+    /// than mixed.
+    pub fn open(path: &Path, mechanism: &Mechanism, orders: &[f64]) -> Result<Self, LedgerError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let ledger = Ledger { conn };
+        ledger.pin("mechanism", &json(mechanism))?;
+        ledger.pin("orders", &json(&orders))?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading (reports).
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(Ledger { conn })
+    }
+
+    /// Stores `value` under `key`, or checks it equals what is stored.
+    fn pin(&self, key: &'static str, value: &str) -> Result<(), LedgerError> {
+        let stored: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        match stored {
+            None => {
+                self.conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+                Ok(())
+            }
+            Some(s) if s == value => Ok(()),
+            Some(s) => Err(LedgerError::Mismatch { key, stored: s, configured: value.to_string() }),
+        }
+    }
+
+    /// The mechanism the ledger was written for.
+    pub fn mechanism(&self) -> Result<Mechanism, LedgerError> {
+        let s: String = self.conn.query_row("SELECT value FROM meta WHERE key = 'mechanism'", [], |r| r.get(0))?;
+        serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("mechanism {s:?}: {e}")))
+    }
+
+    /// The RDP orders the ledger's costs are given at.
+    pub fn orders(&self) -> Result<Vec<f64>, LedgerError> {
+        let s: String = self.conn.query_row("SELECT value FROM meta WHERE key = 'orders'", [], |r| r.get(0))?;
+        serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("orders: {e}")))
+    }
+
+    /// The labels recorded for `request_id`, if it was answered before.
+    /// `digest` identifies the samples: the same id with other samples is
+    /// an error, never an answer meant for different inputs.
+    pub fn lookup(&self, request_id: &str, digest: &str) -> Result<Option<Vec<i32>>, LedgerError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row("SELECT digest, labels FROM requests WHERE request_id = ?1", [request_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((stored, labels)) = row else { return Ok(None) };
+        if stored != digest {
+            return Err(LedgerError::ReusedId(request_id.to_string()));
+        }
+        let labels = serde_json::from_str(&labels)
+            .map_err(|e| LedgerError::Corrupt(format!("labels of {request_id}: {e}")))?;
+        Ok(Some(labels))
+    }
+
+    /// Commits one answered request and its queries in one durable transaction.
+    pub fn record(&mut self, request_id: &str, digest: &str, queries: &[QueryRecord]) -> Result<(), LedgerError> {
+        let labels: Vec<i32> = queries.iter().map(|q| q.answer.map_or(-1, i32::from)).collect();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO requests (request_id, digest, n, labels, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![request_id, digest, queries.len() as i64, json(&labels), now_ms()],
+        )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO queries (request_id, position, histogram, answer, rdp) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (i, q) in queries.iter().enumerate() {
+                insert.execute(params![request_id, i as i64, json(&q.histogram), labels[i], f64s_to_blob(&q.rdp)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a refused request (it cost nothing).
+    pub fn record_refusal(&mut self, request_id: &str, n: u64) -> Result<(), LedgerError> {
+        self.conn.execute(
+            "INSERT INTO refusals (request_id, n, created_ms) VALUES (?1, ?2, ?3)",
+            params![request_id, n as i64, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded query, oldest first.
+    pub fn queries(&self) -> Result<Vec<QueryRecord>, LedgerError> {
+        let mut stmt = self.conn.prepare("SELECT histogram, answer, rdp FROM queries ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+        rows.map(|row| {
+            let (h, answer, rdp) = row?;
+            let histogram = serde_json::from_str(&h).map_err(|e| LedgerError::Corrupt(format!("histogram {h:?}: {e}")))?;
+            let answer = u8::try_from(answer).ok();
+            Ok(QueryRecord { histogram, answer, rdp: blob_to_f64s(&rdp)? })
+        })
+        .collect()
+    }
+
+    /// Total queries refused so far.
+    pub fn refused(&self) -> Result<u64, LedgerError> {
+        let n: i64 = self.conn.query_row("SELECT COALESCE(SUM(n), 0) FROM refusals", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Replays the recorded costs into a fresh budget.
+    pub fn restore_into(&self, budget: &mut pate_privacy::budget::Budget) -> Result<u64, LedgerError> {
+        let queries = self.queries()?;
+        for q in &queries {
+            budget.restore(&q.rdp, q.answer.is_some());
+        }
+        budget.restore_refused(self.refused()?);
+        Ok(queries.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pate_privacy::budget::Budget;
+
+    fn record(answer: Option<u8>) -> QueryRecord {
+        QueryRecord { histogram: vec![3, 1], answer, rdp: vec![0.1, 0.2] }
+    }
+
+    #[test]
+    fn survives_reopen_and_restores_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.db");
+        let m = Mechanism::LnMax { scale: 20.0 };
+        let orders = vec![2.0, 3.0];
+        {
+            let mut l = Ledger::open(&path, &m, &orders).expect("open");
+            l.record("r1", "d1", &[record(Some(0)), record(Some(1))]).expect("record");
+            l.record_refusal("r2", 5).expect("refusal");
+            assert!(l.record("r1", "d1", &[record(Some(0))]).is_err(), "a request id is recorded once");
+        }
+        let l = Ledger::open(&path, &m, &orders).expect("reopen");
+        assert_eq!(l.lookup("r1", "d1").expect("lookup"), Some(vec![0, 1]));
+        assert!(matches!(l.lookup("r1", "other samples"), Err(LedgerError::ReusedId(_))));
+        assert_eq!(l.lookup("nope", "d1").expect("lookup"), None);
+        let mut b = Budget::new(m, 10.0, 0.0, orders.clone()).expect("budget");
+        assert_eq!(l.restore_into(&mut b).expect("restore"), 2);
+        let s = b.snapshot();
+        assert_eq!((s.queries_answered, s.queries_refused), (2, 5));
+        assert!((s.epsilon_spent - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn refuses_a_ledger_of_another_mechanism() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.db");
+        Ledger::open(&path, &Mechanism::LnMax { scale: 20.0 }, &[2.0]).expect("open");
+        let err = Ledger::open(&path, &Mechanism::GnMax { sigma: 40.0 }, &[2.0]).err().expect("mismatch");
+        assert!(matches!(err, LedgerError::Mismatch { key: "mechanism", .. }), "{err}");
+    }
+}

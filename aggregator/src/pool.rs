@@ -1,0 +1,263 @@
+//! The aggregator's teachers: connect, check they form one ensemble, and
+//! fan a batch of samples out to all of them concurrently.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use pate_proto::v1::{teacher_client::TeacherClient, DescribeRequest, TeacherInfo, VoteRequest};
+use pate_proto::Samples;
+use tonic::transport::{Channel, Endpoint};
+
+/// Why the pool could not be built or could not collect votes.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No teacher was configured.
+    #[error("no teachers configured: pass --teacher URL (repeatable) or --teachers-file")]
+    NoTeachers,
+    /// A teacher address does not parse.
+    #[error("bad teacher address {addr:?}: {reason}")]
+    BadAddress {
+        /// The address given.
+        addr: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The quorum is zero or larger than the ensemble.
+    #[error("quorum {quorum} must be between 1 and the number of teachers ({teachers})")]
+    BadQuorum {
+        /// Configured quorum.
+        quorum: usize,
+        /// Number of teachers.
+        teachers: usize,
+    },
+    /// A teacher disagrees with the first on input shape or class count.
+    #[error("teacher {addr} serves input {got_shape:?} with {got_classes} classes, but {first} serves {want_shape:?} with {want_classes}: they are not one ensemble")]
+    Inconsistent {
+        /// The odd teacher.
+        addr: String,
+        /// Its input shape.
+        got_shape: Vec<u32>,
+        /// Its class count.
+        got_classes: u32,
+        /// The reference teacher.
+        first: String,
+        /// Reference input shape.
+        want_shape: Vec<u32>,
+        /// Reference class count.
+        want_classes: u32,
+    },
+    /// Too few teachers answered Describe at start-up.
+    #[error("only {reached} of {teachers} teachers reachable, quorum is {quorum}; unreachable: {failures}")]
+    StartupQuorum {
+        /// Teachers that answered.
+        reached: usize,
+        /// Teachers configured.
+        teachers: usize,
+        /// Quorum needed.
+        quorum: usize,
+        /// What went wrong with the others.
+        failures: String,
+    },
+    /// Too few teachers answered a vote in time: the query costs nothing.
+    #[error("only {answered} of {teachers} teachers voted, quorum is {quorum}; failures: {failures}")]
+    NoQuorum {
+        /// Teachers that voted.
+        answered: usize,
+        /// Teachers asked.
+        teachers: usize,
+        /// Quorum needed.
+        quorum: usize,
+        /// What went wrong with the others.
+        failures: String,
+    },
+}
+
+struct Member {
+    addr: String,
+    client: TeacherClient<Channel>,
+}
+
+/// The ensemble as seen from the aggregator.
+pub struct TeacherPool {
+    members: Vec<Member>,
+    quorum: usize,
+    timeout: Duration,
+    rows: usize,
+    cols: usize,
+    classes: usize,
+    infos: Vec<TeacherInfo>,
+}
+
+fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, PoolError> {
+    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    Endpoint::from_shared(url)
+        .map(|e| e.connect_timeout(timeout).timeout(timeout))
+        .map_err(|e| PoolError::BadAddress { addr: addr.to_string(), reason: e.to_string() })
+}
+
+async fn describe(ep: Endpoint, connect_for: Duration) -> Result<(TeacherClient<Channel>, TeacherInfo), String> {
+    let deadline = tokio::time::Instant::now() + connect_for;
+    loop {
+        let attempt = async {
+            let mut client = TeacherClient::new(ep.connect().await.map_err(|e| e.to_string())?)
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
+            let info = client.describe(DescribeRequest {}).await.map_err(|s| s.message().to_string())?;
+            Ok::<_, String>((client, info.into_inner()))
+        };
+        match attempt.await {
+            Ok(ok) => return Ok(ok),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+impl TeacherPool {
+    /// Connects to every teacher (retrying for up to `connect_for`), asks
+    /// each to describe itself and checks they agree on input shape and
+    /// classes. Teachers unreachable now are left out, as long as the
+    /// quorum is met.
+    pub async fn connect(addrs: &[String], quorum: usize, timeout: Duration, connect_for: Duration) -> Result<Self, PoolError> {
+        if addrs.is_empty() {
+            return Err(PoolError::NoTeachers);
+        }
+        if quorum == 0 || quorum > addrs.len() {
+            return Err(PoolError::BadQuorum { quorum, teachers: addrs.len() });
+        }
+        let endpoints = addrs.iter().map(|a| endpoint(a, timeout)).collect::<Result<Vec<_>, _>>()?;
+        let results = join_all(endpoints.into_iter().map(|ep| describe(ep, connect_for))).await;
+        let (mut members, mut infos, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+        for (addr, result) in addrs.iter().zip(results) {
+            match result {
+                Ok((client, info)) => {
+                    members.push(Member { addr: addr.clone(), client });
+                    infos.push(info);
+                }
+                Err(e) => {
+                    tracing::warn!(teacher = %addr, error = %e, "teacher unreachable at start-up");
+                    failures.push(format!("{addr}: {e}"));
+                }
+            }
+        }
+        if members.len() < quorum {
+            return Err(PoolError::StartupQuorum { reached: members.len(), teachers: addrs.len(), quorum, failures: failures.join("; ") });
+        }
+        let first = &infos[0];
+        for (m, info) in members.iter().zip(&infos).skip(1) {
+            if info.input_shape != first.input_shape || info.num_classes != first.num_classes {
+                return Err(PoolError::Inconsistent {
+                    addr: m.addr.clone(),
+                    got_shape: info.input_shape.clone(),
+                    got_classes: info.num_classes,
+                    first: members[0].addr.clone(),
+                    want_shape: first.input_shape.clone(),
+                    want_classes: first.num_classes,
+                });
+            }
+        }
+        let shape = &first.input_shape;
+        let (rows, cols) = match shape.as_slice() {
+            [r, c] => (*r as usize, *c as usize),
+            _ => return Err(PoolError::BadAddress { addr: members[0].addr.clone(), reason: format!("input shape {shape:?} is not [rows, cols]") }),
+        };
+        let classes = first.num_classes as usize;
+        Ok(TeacherPool { members, quorum, timeout, rows, cols, classes, infos })
+    }
+
+    /// Per-sample `[rows, cols]` the ensemble serves.
+    pub fn input_shape(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Teachers in the pool.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the pool is empty (never, once connected).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// What each teacher said about itself at start-up.
+    pub fn infos(&self) -> &[TeacherInfo] {
+        &self.infos
+    }
+
+    /// Asks every teacher for its votes on `samples`; each vector holds one
+    /// label per sample from one teacher. A teacher that fails or misses
+    /// the deadline abstains; fewer than the quorum is an error.
+    pub async fn collect_votes(&self, request_id: &str, samples: &Samples) -> Result<Vec<Vec<u8>>, PoolError> {
+        let tensor = samples.to_tensor();
+        let calls = self.members.iter().map(|m| {
+            let mut client = m.client.clone();
+            let req = VoteRequest { request_id: request_id.to_string(), samples: Some(tensor.clone()), with_probabilities: false };
+            async move {
+                let labels = tokio::time::timeout(self.timeout, client.vote(req))
+                    .await
+                    .map_err(|_| "deadline exceeded".to_string())?
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                    .into_inner()
+                    .labels;
+                if labels.len() != samples.n || labels.iter().any(|&l| l as usize >= self.classes) {
+                    return Err(format!("malformed vote: {} labels for {} samples", labels.len(), samples.n));
+                }
+                Ok(labels)
+            }
+        });
+        let results = join_all(calls).await;
+        let (mut votes, mut failures) = (Vec::new(), Vec::new());
+        for (m, r) in self.members.iter().zip(results) {
+            match r {
+                Ok(v) => votes.push(v),
+                Err(e) => {
+                    tracing::warn!(teacher = %m.addr, request_id, error = %e, "teacher abstained");
+                    failures.push(format!("{}: {e}", m.addr));
+                }
+            }
+        }
+        if votes.len() < self.quorum {
+            return Err(PoolError::NoQuorum { answered: votes.len(), teachers: self.members.len(), quorum: self.quorum, failures: failures.join("; ") });
+        }
+        Ok(votes)
+    }
+}
+
+/// Per-sample vote histograms from per-teacher label vectors.
+pub fn histograms(votes: &[Vec<u8>], n: usize, classes: usize) -> Vec<Vec<u32>> {
+    let mut h = vec![vec![0u32; classes]; n];
+    for teacher in votes {
+        for (i, &label) in teacher.iter().enumerate() {
+            h[i][label as usize] += 1;
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_count_every_vote() {
+        let h = histograms(&[vec![0, 1], vec![0, 2], vec![1, 2]], 2, 3);
+        assert_eq!(h, vec![vec![2, 1, 0], vec![0, 1, 2]]);
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_configuration() {
+        let t = Duration::from_millis(100);
+        assert!(matches!(TeacherPool::connect(&[], 1, t, t).await, Err(PoolError::NoTeachers)));
+        let addrs = vec!["127.0.0.1:1".to_string()];
+        assert!(matches!(TeacherPool::connect(&addrs, 2, t, t).await, Err(PoolError::BadQuorum { .. })));
+        assert!(matches!(TeacherPool::connect(&addrs, 1, t, t).await, Err(PoolError::StartupQuorum { reached: 0, .. })));
+        let bad = vec!["http://[not an address".to_string()];
+        assert!(matches!(TeacherPool::connect(&bad, 1, t, t).await, Err(PoolError::BadAddress { .. })));
+    }
+}

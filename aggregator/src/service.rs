@@ -1,0 +1,237 @@
+//! The Aggregator gRPC service: noisy labels for students, budget for all.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use pate_privacy::budget::{Budget, BudgetError, BudgetSnapshot};
+use pate_privacy::noise::{NoiseError, NoisyMax};
+use pate_proto::v1::{self, aggregator_server::Aggregator};
+use pate_proto::Samples;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::ledger::{Ledger, LedgerError, QueryRecord};
+use crate::pool::{histograms, PoolError, TeacherPool};
+
+/// Why a Label call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelError {
+    /// The request was malformed.
+    #[error(transparent)]
+    Input(#[from] pate_proto::ProtoError),
+    /// No request id: retries could not be recognised.
+    #[error("request_id must be a non-empty string (it makes retries free)")]
+    NoRequestId,
+    /// The same request id is being answered right now.
+    #[error("request {0} is already in flight; retry after it completes")]
+    InFlight(String),
+    /// Answering would pass the privacy budget.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+    /// Too few teachers answered.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// Noise sampling failed.
+    #[error(transparent)]
+    Noise(#[from] NoiseError),
+    /// The ledger failed; nothing was released.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A worker thread died.
+    #[error("worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+}
+
+impl From<LabelError> for Status {
+    fn from(err: LabelError) -> Self {
+        let msg = err.to_string();
+        match err {
+            LabelError::Input(e) => e.into(),
+            LabelError::NoRequestId | LabelError::Ledger(LedgerError::ReusedId(_)) => Status::invalid_argument(msg),
+            LabelError::InFlight(_) => Status::aborted(msg),
+            LabelError::Budget(_) => Status::resource_exhausted(msg),
+            LabelError::Pool(_) => Status::unavailable(msg),
+            LabelError::Noise(_) | LabelError::Ledger(_) | LabelError::Worker(_) => Status::internal(msg),
+        }
+    }
+}
+
+struct State {
+    budget: Budget,
+    in_flight: HashSet<String>,
+}
+
+/// Noisy aggregation over a teacher pool, with a durable ledger.
+pub struct AggregatorService {
+    pool: TeacherPool,
+    mechanism: pate_privacy::Mechanism,
+    state: Mutex<State>,
+    ledger: Arc<Mutex<Ledger>>,
+    max_batch: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the budget half-updated
+    // (every update is a single call), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn budget_state(s: &BudgetSnapshot, mechanism: &str) -> v1::BudgetState {
+    v1::BudgetState {
+        epsilon_spent: s.epsilon_spent,
+        epsilon_limit: s.epsilon_limit,
+        delta: s.delta,
+        queries_answered: s.queries_answered,
+        queries_refused: s.queries_refused,
+        queries_abstained: s.queries_abstained,
+        mechanism: mechanism.to_string(),
+        epsilon_remaining: (s.epsilon_limit - s.epsilon_spent).max(0.0),
+    }
+}
+
+/// Identifies a batch's samples, so a reused request id cannot fetch
+/// answers recorded for other inputs.
+fn samples_digest(s: &Samples) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((s.n as u64).to_le_bytes());
+    h.update((s.rows as u64).to_le_bytes());
+    h.update((s.cols as u64).to_le_bytes());
+    h.update(&s.pixels);
+    hex::encode(h.finalize())
+}
+
+impl AggregatorService {
+    /// Builds the service; `budget` must already hold what `ledger` recorded.
+    pub fn new(pool: TeacherPool, budget: Budget, ledger: Ledger, max_batch: usize) -> Self {
+        AggregatorService {
+            pool,
+            mechanism: *budget.mechanism(),
+            state: Mutex::new(State { budget, in_flight: HashSet::new() }),
+            ledger: Arc::new(Mutex::new(ledger)),
+            max_batch,
+        }
+    }
+
+    fn budget_now(&self) -> v1::BudgetState {
+        let st = lock(&self.state);
+        budget_state(&st.budget.snapshot(), st.budget.mechanism().name())
+    }
+
+    async fn with_ledger<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Ledger) -> Result<R, LedgerError> + Send + 'static,
+    ) -> Result<R, LabelError> {
+        let ledger = Arc::clone(&self.ledger);
+        // SQLite blocks on fsync: keep it off the async runtime.
+        Ok(tokio::task::spawn_blocking(move || f(&mut lock(&ledger))).await??)
+    }
+
+    async fn label(&self, req: v1::LabelRequest) -> Result<v1::LabelResponse, LabelError> {
+        let id = req.request_id;
+        if id.is_empty() {
+            return Err(LabelError::NoRequestId);
+        }
+        let samples = Samples::from_request(req.samples)?;
+        let [rows, cols] = self.pool.input_shape();
+        samples.check(rows, cols, self.max_batch)?;
+        let digest = samples_digest(&samples);
+        let (key, d) = (id.clone(), digest.clone());
+        if let Some(labels) = self.with_ledger(move |l| l.lookup(&key, &d)).await? {
+            tracing::info!(request_id = %id, n = labels.len(), "replayed recorded answer at no cost");
+            return Ok(v1::LabelResponse { labels, budget: Some(self.budget_now()) });
+        }
+        let n = samples.n as u64;
+        let reserved = {
+            let mut st = lock(&self.state);
+            if st.in_flight.contains(&id) {
+                return Err(LabelError::InFlight(id));
+            }
+            let r = st.budget.reserve(n);
+            if r.is_ok() {
+                st.in_flight.insert(id.clone());
+            }
+            r
+        };
+        if let Err(e) = reserved {
+            let key = id.clone();
+            self.with_ledger(move |l| l.record_refusal(&key, n)).await?;
+            tracing::warn!(request_id = %id, n, "refused: budget exhausted");
+            return Err(e.into());
+        }
+        let result = self.answer(&id, &digest, &samples).await;
+        let mut st = lock(&self.state);
+        st.in_flight.remove(&id);
+        st.budget.release(n);
+        let records = result?;
+        for r in &records {
+            st.budget.charge(r.answer.is_some());
+        }
+        let snapshot = st.budget.snapshot();
+        drop(st);
+        let labels: Vec<i32> = records.iter().map(|r| r.answer.map_or(-1, i32::from)).collect();
+        let abstained = labels.iter().filter(|&&l| l < 0).count();
+        tracing::info!(request_id = %id, n, abstained, epsilon = snapshot.epsilon_spent, "answered label batch");
+        Ok(v1::LabelResponse { labels, budget: Some(budget_state(&snapshot, self.noise_name())) })
+    }
+
+    fn noise_name(&self) -> &'static str {
+        self.mechanism.name()
+    }
+
+    /// Collects votes, draws the noisy answers and commits them to the
+    /// ledger; nothing is charged here, the caller does it after the commit.
+    async fn answer(&self, id: &str, digest: &str, samples: &Samples) -> Result<Vec<QueryRecord>, LabelError> {
+        let votes = self.pool.collect_votes(id, samples).await?;
+        let hists = histograms(&votes, samples.n, self.pool.classes());
+        let (cost_answered, cost_declined) = {
+            let st = lock(&self.state);
+            (st.budget.query_cost(true), st.budget.query_cost(false))
+        };
+        let mechanism = self.mechanism;
+        // Exact integer sampling is CPU work: keep it off the async runtime.
+        let records = tokio::task::spawn_blocking(move || {
+            let noise = NoisyMax::new(&mechanism)?;
+            hists
+                .into_iter()
+                .map(|histogram| {
+                    let answer = noise.answer(&histogram)?.map(|c| c as u8);
+                    let rdp = if answer.is_some() { cost_answered.clone() } else { cost_declined.clone() };
+                    Ok(QueryRecord { histogram, answer, rdp })
+                })
+                .collect::<Result<Vec<_>, NoiseError>>()
+        })
+        .await??;
+        let (key, digest, recs) = (id.to_string(), digest.to_string(), records.clone());
+        self.with_ledger(move |l| l.record(&key, &digest, &recs)).await?;
+        Ok(records)
+    }
+}
+
+#[tonic::async_trait]
+impl Aggregator for AggregatorService {
+    #[instrument(skip_all, fields(request_id))]
+    async fn label(&self, req: Request<v1::LabelRequest>) -> Result<Response<v1::LabelResponse>, Status> {
+        let req = req.into_inner();
+        tracing::Span::current().record("request_id", req.request_id.as_str());
+        let resp = self.label(req).await.inspect_err(|e| tracing::warn!(error = %e, "label request failed"))?;
+        Ok(Response::new(resp))
+    }
+
+    #[instrument(skip_all)]
+    async fn budget(&self, _req: Request<v1::BudgetRequest>) -> Result<Response<v1::BudgetState>, Status> {
+        Ok(Response::new(self.budget_now()))
+    }
+
+    #[instrument(skip_all)]
+    async fn ensemble(&self, _req: Request<v1::EnsembleRequest>) -> Result<Response<v1::EnsembleInfo>, Status> {
+        let [rows, cols] = self.pool.input_shape();
+        Ok(Response::new(v1::EnsembleInfo {
+            num_teachers: self.pool.len() as u32,
+            input_shape: vec![rows as u32, cols as u32],
+            num_classes: self.pool.classes() as u32,
+            mechanism: self.noise_name().to_string(),
+            max_batch: self.max_batch as u32,
+        }))
+    }
+}

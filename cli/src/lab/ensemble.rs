@@ -1,0 +1,56 @@
+//! The operator's noise-free view of the ensemble: every teacher's votes on
+//! the evaluation set, asked directly (this costs no budget because nothing
+//! leaves the operator; students never get it).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use pate_ml::data::Images;
+use pate_proto::v1::{teacher_client::TeacherClient, VoteRequest};
+use pate_proto::Samples;
+
+/// Rows per Vote call.
+const BATCH: usize = 1000;
+
+/// Each teacher's labels for every image, in teacher order.
+pub async fn teacher_votes(addrs: &[SocketAddr], images: &Images) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut all = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let mut client = TeacherClient::connect(format!("http://{addr}"))
+            .await
+            .with_context(|| format!("connecting to teacher {addr}"))?
+            .max_encoding_message_size(64 << 20);
+        let mut labels = Vec::with_capacity(images.len());
+        for start in (0..images.len()).step_by(BATCH) {
+            let chunk = images.range(start..(start + BATCH).min(images.len()));
+            let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
+            let req = VoteRequest { request_id: format!("lab-eval-{start}"), samples: Some(samples.to_tensor()), with_probabilities: false };
+            labels.extend(client.vote(req).await.with_context(|| format!("teacher {addr} vote"))?.into_inner().labels);
+        }
+        all.push(labels);
+    }
+    Ok(all)
+}
+
+/// Noise-free plurality vote (ties to the lowest class) per item.
+pub fn plurality(votes: &[Vec<u8>], classes: usize) -> Vec<u8> {
+    let n = votes.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|i| {
+            let mut counts = vec![0u32; classes];
+            votes.iter().for_each(|v| counts[v[i] as usize] += 1);
+            pate_privacy::noise::argmax(&counts).unwrap_or(0) as u8
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurality_takes_the_most_votes_and_breaks_ties_low() {
+        let votes = vec![vec![1, 2, 0], vec![1, 0, 2], vec![0, 2, 1]];
+        assert_eq!(plurality(&votes, 3), vec![1, 2, 0]);
+    }
+}

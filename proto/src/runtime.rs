@@ -1,0 +1,54 @@
+//! Serving plumbing the three servers share: logging set-up, the shutdown
+//! signal, and the address file through which a server bound to port 0 tells
+//! its launcher where it listens.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Sets up `tracing` from `RUST_LOG` (default `info`), logging to stderr.
+/// `json` switches to one JSON object per line, for log collectors.
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // A second init (tests running several servers in one process) is harmless.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::info!("shutdown signal received");
+    }
+}
+
+/// Writes `addr` to `path` atomically (temp file, then rename), so a reader
+/// polling for the file never sees half an address.
+pub fn write_addr_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(tmp, path)
+}

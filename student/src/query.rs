@@ -1,0 +1,118 @@
+//! Asking the aggregator for labels, batch by batch, with free retries.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use pate_ml::data::Images;
+use pate_proto::v1::{aggregator_client::AggregatorClient, BudgetRequest, BudgetState, EnsembleRequest, LabelRequest};
+use pate_proto::Samples;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::Config;
+
+/// Tries per batch when teachers are briefly unavailable (retries are free:
+/// the same request id is never charged twice).
+const RETRIES: u32 = 5;
+
+/// The labels the aggregator released.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    /// Indices (into the queried images) that got a label.
+    pub items: Vec<usize>,
+    /// Their labels.
+    pub labels: Vec<u8>,
+    /// Queries the aggregator abstained on.
+    pub abstained: usize,
+    /// Queries refused for lack of budget (never sent again).
+    pub refused: usize,
+    /// The budget after the last answer.
+    pub budget: BudgetState,
+}
+
+async fn connect(addr: &str, wait: Duration) -> anyhow::Result<AggregatorClient<Channel>> {
+    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    let ep = Endpoint::from_shared(url).with_context(|| format!("bad aggregator address {addr:?}"))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match ep.connect().await {
+            Ok(ch) => return Ok(AggregatorClient::new(ch).max_encoding_message_size(64 << 20)),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("aggregator {addr} unreachable"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn random_run_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Asks the aggregator to label every image in `images`, in batches.
+/// Stops asking once the budget is exhausted and returns what it got.
+pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> anyhow::Result<Labelled> {
+    let wait = Duration::try_from_secs_f64(config.connect_timeout).context("bad --connect-timeout")?;
+    let mut client = connect(&config.aggregator, wait).await?;
+    let ensemble = client.ensemble(EnsembleRequest {}).await.context("asking the aggregator about its ensemble")?.into_inner();
+    anyhow::ensure!(
+        ensemble.input_shape == [images.rows as u32, images.cols as u32] && ensemble.num_classes as usize == classes,
+        "the aggregator's ensemble takes {:?} inputs with {} classes, but this data is {}x{} with {classes} classes",
+        ensemble.input_shape,
+        ensemble.num_classes,
+        images.rows,
+        images.cols
+    );
+    let batch = config.query_batch.clamp(1, (ensemble.max_batch as usize).max(1));
+    let run_id = config.run_id.clone().unwrap_or_else(random_run_id);
+    tracing::info!(teachers = ensemble.num_teachers, mechanism = %ensemble.mechanism, queries = images.len(), batch, %run_id, "querying aggregator");
+
+    let mut out = Labelled { items: Vec::new(), labels: Vec::new(), abstained: 0, refused: 0, budget: BudgetState::default() };
+    let starts: Vec<usize> = (0..images.len()).step_by(batch).collect();
+    for (b, &start) in starts.iter().enumerate() {
+        let end = (start + batch).min(images.len());
+        let chunk = images.range(start..end);
+        let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
+        let req = LabelRequest { request_id: format!("{run_id}-{b}"), samples: Some(samples.to_tensor()) };
+        match send(&mut client, req).await {
+            Ok(resp) => {
+                for (i, &label) in resp.labels.iter().enumerate() {
+                    match u8::try_from(label) {
+                        Ok(l) if (l as usize) < classes => {
+                            out.items.push(start + i);
+                            out.labels.push(l);
+                        }
+                        _ => out.abstained += 1,
+                    }
+                }
+                out.budget = resp.budget.unwrap_or_default();
+                tracing::info!(batch = b + 1, of = starts.len(), answered = out.items.len(), epsilon = out.budget.epsilon_spent, "labelled batch");
+            }
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                out.refused = images.len() - start;
+                tracing::warn!(refused = out.refused, reason = status.message(), "privacy budget exhausted: training on what was answered");
+                break;
+            }
+            Err(status) => return Err(anyhow::anyhow!("label request {b} failed: {:?}: {}", status.code(), status.message())),
+        }
+    }
+    if out.items.is_empty() {
+        out.budget = client.budget(BudgetRequest {}).await?.into_inner();
+    }
+    Ok(out)
+}
+
+async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest) -> Result<pate_proto::v1::LabelResponse, tonic::Status> {
+    let mut attempt = 0;
+    loop {
+        match client.label(req.clone()).await {
+            Ok(r) => return Ok(r.into_inner()),
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted) && attempt + 1 < RETRIES => {
+                attempt += 1;
+                tracing::warn!(request_id = %req.request_id, attempt, error = s.message(), "retrying label batch");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}
