@@ -1,0 +1,57 @@
+//! The aggregator's accounting over real gRPC: retries are free and replay
+//! the recorded answer, the query that would cross the limit is refused,
+//! refusals cost nothing, and a restart restores the spent budget.
+
+mod common;
+
+use common::*;
+use pate_proto::v1::{BudgetRequest, LabelRequest};
+use tonic::Code;
+
+#[tokio::test]
+async fn idempotent_retries_and_exhaustion() {
+    let teacher = start_teacher(&teacher_checkpoint(0)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.db");
+    let t = teacher.addr.to_string();
+    // Pure DP, b = 4: 0.5 epsilon per answer, 10 answers fit in 5.0.
+    let flags = ["--teacher", &t, "--delta", "0", "--noise-scale", "4", "--epsilon-limit", "5", "--ledger", ledger.to_str().expect("utf-8")];
+    let agg = start_aggregator(aggregator_config(&flags)).await;
+    let mut client = aggregator_client(agg.addr).await;
+    let label = |id: &str, n: usize| LabelRequest { request_id: id.into(), samples: Some(eval_samples(n).to_tensor()) };
+
+    let first = client.label(label("a", 6)).await.expect("fits").into_inner();
+    let again = client.label(label("a", 6)).await.expect("retry").into_inner();
+    assert_eq!(first.labels, again.labels, "a retry replays the recorded labels");
+    let b = again.budget.expect("budget");
+    assert_eq!(b.queries_answered, 6, "a retry costs nothing");
+    assert!((b.epsilon_spent - 3.0).abs() < 1e-12);
+
+    let err = client.label(label("a", 5)).await.expect_err("same id, other samples");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let err = client.label(label("b", 5)).await.expect_err("6 + 5 answers pass the limit");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("remaining 2.0000") && err.message().contains("at most 4 more"), "{}", err.message());
+    let b = client.budget(BudgetRequest {}).await.expect("budget").into_inner();
+    assert_eq!((b.queries_answered, b.queries_refused), (6, 5), "a refused query costs nothing");
+    assert!((b.epsilon_spent - 3.0).abs() < 1e-12 && (b.epsilon_remaining - 2.0).abs() < 1e-12);
+
+    client.label(label("c", 4)).await.expect("exactly fills the budget");
+    let err = client.label(label("d", 1)).await.expect_err("nothing left");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let b = client.budget(BudgetRequest {}).await.expect("budget").into_inner();
+    assert!(b.epsilon_spent <= b.epsilon_limit + 1e-12, "never over the limit: {b:?}");
+    agg.stop().await.expect("clean shutdown");
+
+    // A restart restores the spent budget from the ledger and still replays.
+    let agg = start_aggregator(aggregator_config(&flags)).await;
+    let mut client = aggregator_client(agg.addr).await;
+    let b = client.budget(BudgetRequest {}).await.expect("budget").into_inner();
+    assert_eq!((b.queries_answered, b.queries_refused), (10, 6));
+    assert!((b.epsilon_spent - 5.0).abs() < 1e-12);
+    let replay = client.label(label("a", 6)).await.expect("replay after restart").into_inner();
+    assert_eq!(replay.labels, first.labels);
+    agg.stop().await.expect("clean shutdown");
+    teacher.stop().await.expect("clean shutdown");
+}
