@@ -34,6 +34,9 @@ pub enum RdpError {
     /// An order is not greater than 1 (or not finite).
     #[error("every order must be a finite number > 1, got {0}")]
     BadOrder(f64),
+    /// Unknown conversion name.
+    #[error("unknown conversion {0:?} (expected classic or balle2020)")]
+    UnknownConversion(String),
 }
 
 /// Which RDP to `(epsilon, delta)` conversion to use.
@@ -45,6 +48,17 @@ pub enum Conversion {
     Classic,
     /// Balle et al. 2020, tighter by about `ln(order)/(order-1)`.
     Balle2020,
+}
+
+impl std::str::FromStr for Conversion {
+    type Err = RdpError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "classic" => Ok(Conversion::Classic),
+            "balle2020" | "balle-2020" | "balle" => Ok(Conversion::Balle2020),
+            _ => Err(RdpError::UnknownConversion(s.to_string())),
+        }
+    }
 }
 
 /// An epsilon and the order that attains it.
