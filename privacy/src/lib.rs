@@ -14,13 +14,18 @@
 //! * Numerics written for this crate: [`special`] (scaled and log `erfc`,
 //!   `erfcinv`, normal log tails) and [`optimize`] (Brent root finding and
 //!   bounded minimisation, as SciPy does them).
+//! * For the aggregator: [`noise`] (integer noisy max with OpenDP's
+//!   samplers) and [`budget`] (the global budget on the data-independent
+//!   bound).
 
 pub mod analyze;
+pub mod budget;
 pub mod conditions;
 pub mod confident;
 pub mod gnmax;
 pub mod lnmax;
 pub mod mechanism;
+pub mod noise;
 pub mod optimize;
 pub mod orders;
 pub mod plan;
