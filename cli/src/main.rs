@@ -1,7 +1,9 @@
 //! `pate`: one front door to the PATE framework.
 
 mod data;
+mod experiment;
 mod lab;
+mod privacy;
 
 use clap::{Parser, Subcommand};
 use pate_proto::runtime::init_tracing;
@@ -21,6 +23,12 @@ enum Command {
     /// Fetch or inspect datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Backdoor experiments: one configuration, or a grid from a TOML file.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
+    /// Privacy accounting: analyze votes, report a ledger, plan noise.
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCommand),
 }
 
 #[tokio::main]
@@ -32,6 +40,8 @@ async fn main() -> anyhow::Result<()> {
             lab::run(args).await?;
         }
         Command::Data(cmd) => data::run(cmd)?,
+        Command::Experiment(cmd) => experiment::run(cmd).await?,
+        Command::Privacy(cmd) => privacy::run(cmd)?,
     }
     Ok(())
 }

@@ -54,4 +54,15 @@ async fn idempotent_retries_and_exhaustion() {
     assert_eq!(replay.labels, first.labels);
     agg.stop().await.expect("clean shutdown");
     teacher.stop().await.expect("clean shutdown");
+
+    // The operator's report reads the same ledger.
+    let out = std::process::Command::new(bin("pate"))
+        .args(["privacy", "report", "--delta", "0", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .expect("run pate privacy report");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((r["queries_answered"].as_u64(), r["queries_refused"].as_u64()), (Some(10), Some(6)), "{r}");
+    assert!((r["data_independent_epsilon"].as_f64().expect("eps") - 5.0).abs() < 1e-12, "{r}");
 }
