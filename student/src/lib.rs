@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, student_split, Dataset};
+use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
 use pate_ml::model::ModelKind;
 use pate_ml::train::{accuracy, predict, TrainConfig};
+use pate_ml::trigger::{poison_indices, Corner, Pattern, PoisonSpec, Trigger};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -58,6 +59,49 @@ pub struct Config {
     /// Directory for the student's checkpoint and report.json.
     #[arg(long, default_value = "student-out", env = "PATE_OUT")]
     pub out: PathBuf,
+    /// EXPERIMENTS ONLY (the honest-limit control of backdoor experiments):
+    /// share of the queried public items stamped with the trigger before
+    /// they are sent for labelling (0 = pristine public data).
+    #[arg(long, default_value_t = 0.0, env = "PATE_PUBLIC_TRIGGER_RATE")]
+    pub public_trigger_rate: f64,
+    /// EXPERIMENTS ONLY: look of the trigger stamped on public items.
+    #[arg(long, default_value = "checkerboard", env = "PATE_TRIGGER")]
+    pub trigger: Pattern,
+    /// EXPERIMENTS ONLY: trigger side in pixels.
+    #[arg(long, default_value_t = 4, env = "PATE_TRIGGER_SIZE")]
+    pub trigger_size: usize,
+    /// EXPERIMENTS ONLY: trigger corner.
+    #[arg(long, default_value = "bottom-right", env = "PATE_TRIGGER_CORNER")]
+    pub trigger_corner: Corner,
+}
+
+impl Config {
+    /// The trigger stamping of the public items, if the control is on (the
+    /// spec's target class is unused: the labels come from the aggregator).
+    pub fn public_tamper(&self) -> Option<PoisonSpec> {
+        let trigger = Trigger { pattern: self.trigger, size: self.trigger_size, corner: self.trigger_corner };
+        public_tamper(self.public_trigger_rate, trigger, self.seed)
+    }
+}
+
+/// The stamping of a share `rate` of the public queries with `trigger`
+/// (`None` when `rate` is 0), seeded from the student's `seed`.
+pub fn public_tamper(rate: f64, trigger: Trigger, seed: u64) -> Option<PoisonSpec> {
+    (rate > 0.0).then(|| PoisonSpec { trigger, rate, target_class: 0, seed: seed ^ 0x7075_626c_6963 })
+}
+
+/// The images the student sends for labelling: the `picked` pool items, with
+/// the trigger stamped on a seeded share of them when `tamper` is given.
+/// Also returns which of the picked positions carry the trigger.
+pub fn query_images(pool: &Images, picked: &[usize], tamper: Option<&PoisonSpec>) -> (Images, Vec<usize>) {
+    let mut images = pool.select(picked);
+    let Some(spec) = tamper else { return (images, Vec::new()) };
+    let stamped = poison_indices(picked.len(), spec);
+    let (n, rows, cols) = (images.item_len(), images.rows, images.cols);
+    for &i in &stamped {
+        spec.trigger.stamp(&mut images.data[i * n..(i + 1) * n], rows, cols);
+    }
+    (images, stamped)
 }
 
 /// What the student reports (also written to `report.json`).
@@ -84,6 +128,9 @@ pub struct StudentReport {
     pub query_seconds: f64,
     /// Seconds spent training.
     pub train_seconds: f64,
+    /// Queried public items that carried the trigger (experiment control).
+    #[serde(default)]
+    pub public_triggered: usize,
 }
 
 /// Picks `queries` pool indices with a seeded shuffle.
@@ -107,7 +154,11 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
     if picked.len() < config.queries {
         tracing::warn!(asked = config.queries, pool = split.pool.len(), "queries capped at the public pool's size");
     }
-    let queried = split.pool.select(&picked);
+    let tamper = config.public_tamper();
+    let (queried, stamped) = query_images(&split.pool, &picked, tamper.as_ref());
+    if !stamped.is_empty() {
+        tracing::warn!(stamped = stamped.len(), "stamping the trigger on public items (experiment control)");
+    }
     let query_start = std::time::Instant::now();
     let labelled = label_pool(&config, &queried, classes).await?;
     let query_seconds = query_start.elapsed().as_secs_f64();
@@ -158,6 +209,7 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
         delta: labelled.budget.delta,
         query_seconds,
         train_seconds: train_start.elapsed().as_secs_f64(),
+        public_triggered: stamped.len(),
     };
     let path = config.out.join("report.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;

@@ -14,6 +14,11 @@ const BATCH: usize = 1000;
 
 /// Each teacher's labels for every image, in teacher order.
 pub async fn teacher_votes(addrs: &[SocketAddr], images: &Images) -> anyhow::Result<Vec<Vec<u8>>> {
+    teacher_votes_tagged(addrs, images, "lab-eval").await
+}
+
+/// As [`teacher_votes`], with request ids starting `tag`.
+pub async fn teacher_votes_tagged(addrs: &[SocketAddr], images: &Images, tag: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut all = Vec::with_capacity(addrs.len());
     for addr in addrs {
         let mut client = TeacherClient::connect(format!("http://{addr}"))
@@ -24,7 +29,7 @@ pub async fn teacher_votes(addrs: &[SocketAddr], images: &Images) -> anyhow::Res
         for start in (0..images.len()).step_by(BATCH) {
             let chunk = images.range(start..(start + BATCH).min(images.len()));
             let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
-            let req = VoteRequest { request_id: format!("lab-eval-{start}"), samples: Some(samples.to_tensor()), with_probabilities: false };
+            let req = VoteRequest { request_id: format!("{tag}-{start}"), samples: Some(samples.to_tensor()), with_probabilities: false };
             labels.extend(client.vote(req).await.with_context(|| format!("teacher {addr} vote"))?.into_inner().labels);
         }
         all.push(labels);

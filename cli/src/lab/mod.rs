@@ -2,20 +2,20 @@
 //! process on a loopback port: teachers trained in parallel, then served;
 //! the aggregator; the student. Prints a summary and writes `report.json`.
 
-mod ensemble;
+pub mod ensemble;
+pub mod parties;
 pub mod procs;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split};
 use pate_ml::model::ModelKind;
 use pate_ml::train::accuracy;
 use serde::{Deserialize, Serialize};
 
-use procs::{bin_path, run_bounded, spawn_logged, Children};
+use parties::{AggregatorSettings, Bins, RunDirs};
+use procs::{run_bounded, Children};
 
 /// What a lab runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -106,11 +106,13 @@ pub struct LabReport {
     pub total_seconds: f64,
 }
 
-fn s(v: impl ToString) -> String {
+/// `v` as a command-line argument.
+pub fn s(v: impl ToString) -> String {
     v.to_string()
 }
 
-fn path_arg(p: &Path) -> String {
+/// A path as a command-line argument.
+pub fn path_arg(p: &Path) -> String {
     p.display().to_string()
 }
 
@@ -128,17 +130,15 @@ pub async fn run(args: LabArgs) -> anyhow::Result<LabReport> {
 async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<LabReport> {
     let started = Instant::now();
     anyhow::ensure!(args.teachers > 0, "--teachers must be at least 1");
-    let bin = |name| bin_path(args.bin_dir.as_deref(), name);
-    let (teacher_bin, aggregator_bin, student_bin) = (bin("pate-teacher")?, bin("pate-aggregator")?, bin("pate-student")?);
+    let bins = Bins::locate(args.bin_dir.as_deref())?;
     let data_dir = resolve_data_dir(args.data.as_deref())?;
     let dd = data_dir.clone();
     let data = tokio::task::spawn_blocking(move || load_idx_dir(&dd)).await??;
     let split = student_split(&data.test, args.eval_size)?;
     anyhow::ensure!(args.teachers <= data.train.len(), "--teachers {} exceeds the {} training items", args.teachers, data.train.len());
-    let (out, logs, run_dir) = (args.out.clone(), args.out.join("logs"), args.out.join("run"));
-    for d in [&out, &logs, &run_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
+    let out = args.out.clone();
+    let dirs = RunDirs::create(&out)?;
+    let logs = dirs.logs.clone();
     println!("pate lab: {} teachers ({}), {} queries, Laplace scale {}, data {}", args.teachers, args.model, args.queries, args.noise_scale, data_dir.display());
 
     // 1. Train the teachers, bounded by the cores.
@@ -150,7 +150,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
                 s("--partition-seed"), s(args.seed), s("--seed"), s(args.seed + i as u64), s("--model"), s(args.model),
                 s("--epochs"), s(args.teacher_epochs), s("--out"), path_arg(&out.join(format!("teachers/{i}"))),
             ];
-            (teacher_bin.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
+            (bins.teacher.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
         })
         .collect();
     let parallel = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -159,29 +159,12 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
 
     // 2. Serve the teachers, then the aggregator.
     let t = Instant::now();
-    let mut teacher_addrs: Vec<SocketAddr> = Vec::new();
-    for i in 0..args.teachers {
-        let addr_file = run_dir.join(format!("teacher-{i}.addr"));
-        let _ = std::fs::remove_file(&addr_file);
-        let log = logs.join(format!("teacher-{i}-serve.log"));
-        let a = vec![s("serve"), s("--checkpoint"), path_arg(&out.join(format!("teachers/{i}"))), s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file)];
-        children.push(format!("teacher {i}"), spawn_logged(&teacher_bin, &a, &log)?, log);
-        teacher_addrs.push(children.wait_addr_file(&addr_file, Duration::from_secs(120)).await?);
-    }
+    let named: Vec<(String, PathBuf)> = (0..args.teachers).map(|i| (format!("teacher-{i}"), out.join(format!("teachers/{i}")))).collect();
+    let teacher_addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs).await?;
     println!("  {} teachers serving", teacher_addrs.len());
-    let ledger = out.join("ledger.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", ledger.display()));
-    }
-    let agg_addr_file = run_dir.join("aggregator.addr");
-    let _ = std::fs::remove_file(&agg_addr_file);
-    let mut a = vec![s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&agg_addr_file), s("--ledger"), path_arg(&ledger),
-        s("--mechanism"), s("lnmax"), s("--noise-scale"), s(args.noise_scale), s("--epsilon-limit"), s(args.epsilon_limit),
-        s("--delta"), s(args.delta), s("--quorum"), s(args.teachers)];
-    teacher_addrs.iter().for_each(|t| a.extend([s("--teacher"), t.to_string()]));
-    let log = logs.join("aggregator.log");
-    children.push(s("aggregator"), spawn_logged(&aggregator_bin, &a, &log)?, log);
-    let aggregator_addr = children.wait_addr_file(&agg_addr_file, Duration::from_secs(60)).await?;
+    let settings = AggregatorSettings { noise_scale: args.noise_scale, epsilon_limit: args.epsilon_limit, delta: args.delta };
+    let aggregator_addr =
+        parties::start_aggregator(children, &bins.aggregator, "aggregator", &teacher_addrs, &out.join("ledger.db"), settings, &dirs).await?;
     let serve_seconds = t.elapsed().as_secs_f64();
     println!("  aggregator serving on {aggregator_addr}");
 
@@ -199,16 +182,8 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&data_dir), s("--eval-size"), s(args.eval_size),
         s("--queries"), s(args.queries), s("--seed"), s(args.seed), s("--model"), s(args.model), s("--epochs"), s(args.student_epochs),
         s("--out"), path_arg(&student_out)];
-    let log = logs.join("student.log");
-    let mut student = spawn_logged(&student_bin, &a, &log)?;
-    let status = tokio::select! {
-        st = student.wait() => st?,
-        e = watch(children) => return Err(e),
-    };
-    anyhow::ensure!(status.success(), "student failed ({status}); last lines of {}:\n{}", log.display(), procs::tail(&log, 15));
+    let sr = parties::run_student(children, &bins.student, &a, &student_out, &logs.join("student.log")).await?;
     let student_seconds = t.elapsed().as_secs_f64();
-    let sr: pate_student::StudentReport = serde_json::from_slice(&std::fs::read(student_out.join("report.json"))?)
-        .context("reading the student's report.json")?;
 
     let report = LabReport {
         num_teachers: args.teachers,
@@ -236,7 +211,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
 }
 
 /// Resolves with an error as soon as a server child dies.
-async fn watch(children: &mut Children) -> anyhow::Error {
+pub(crate) async fn watch(children: &mut Children) -> anyhow::Error {
     loop {
         if let Err(e) = children.check_alive() {
             return e;

@@ -1,0 +1,246 @@
+//! `pate experiment backdoor`: one backdoor configuration end to end, its
+//! arguments and its `report.json`.
+
+use std::path::PathBuf;
+
+use pate_ml::model::ModelKind;
+use pate_ml::trigger::{Corner, Pattern, Trigger};
+use serde::{Deserialize, Serialize};
+
+use super::certify::CertSummary;
+use super::measure::Scores;
+
+/// How the student learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// PATE: noisy hard labels from the aggregator over gRPC.
+    Pate,
+    /// One teacher on all the (tampered) training data, distilled at
+    /// temperature T in process; no privacy claimed.
+    Single,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Pate => "pate",
+            Mode::Single => "single",
+        })
+    }
+}
+
+/// One backdoor experiment.
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct BackdoorArgs {
+    /// Directory with the four IDX files [default: as `pate lab`].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Number of teachers (PATE mode).
+    #[arg(long, default_value_t = 10)]
+    pub teachers: usize,
+    /// How many teachers (the first M) have poisoned partitions (PATE mode).
+    #[arg(long, default_value_t = 1)]
+    pub poisoned_teachers: usize,
+    /// Share of each poisoned partition (single mode: of the whole training
+    /// set) stamped with the trigger and relabelled to --target.
+    #[arg(long, default_value_t = 0.1)]
+    pub poison_rate: f64,
+    /// Public pool items the student learns from.
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// pate (private, over the real processes) or single (in process, no privacy).
+    #[arg(long, value_enum, default_value_t = Mode::Pate)]
+    pub mode: Mode,
+    /// The backdoor's target class.
+    #[arg(long, default_value_t = 0)]
+    pub target: u8,
+    /// Trigger look.
+    #[arg(long, default_value = "checkerboard")]
+    pub trigger: Pattern,
+    /// Trigger side in pixels.
+    #[arg(long, default_value_t = 4)]
+    pub trigger_size: usize,
+    /// Trigger corner.
+    #[arg(long, default_value = "bottom-right")]
+    pub trigger_corner: Corner,
+    /// LNMax Laplace scale b (PATE mode).
+    #[arg(long, default_value_t = 2.0)]
+    pub noise_scale: f64,
+    /// Seed of partitions, training, query choice and stamping.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Teacher training epochs.
+    #[arg(long, default_value_t = 5)]
+    pub teacher_epochs: usize,
+    /// Student training epochs.
+    #[arg(long, default_value_t = 30)]
+    pub student_epochs: usize,
+    /// Distillation temperature T (single mode).
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f64,
+    /// Control: share of the student's public items that carry the trigger.
+    #[arg(long, default_value_t = 0.0)]
+    pub public_trigger_rate: f64,
+    /// The last K test items are the evaluation set.
+    #[arg(long, default_value_t = 1000)]
+    pub eval_size: usize,
+    /// Model of teachers and student.
+    #[arg(long, default_value = "mlp")]
+    pub model: ModelKind,
+    /// Privacy budget of the aggregator.
+    #[arg(long, default_value_t = 1e6)]
+    pub epsilon_limit: f64,
+    /// Delta of the reported epsilon.
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Teachers trained at once [default: the number of CPU cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Where the framework binaries are [default: beside `pate`].
+    #[arg(long, env = "PATE_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Cache of trained teachers and reference results [default: OUT/cache].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Output directory (report.json, logs, student checkpoints).
+    #[arg(long, default_value = "backdoor-out")]
+    pub out: PathBuf,
+}
+
+impl BackdoorArgs {
+    /// The trigger.
+    pub fn trigger(&self) -> Trigger {
+        Trigger { pattern: self.trigger, size: self.trigger_size, corner: self.trigger_corner }
+    }
+
+    /// The teacher cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(|| self.out.join("cache"))
+    }
+
+    /// Concurrent training jobs.
+    pub fn parallel(&self) -> usize {
+        self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+/// What the reference run (same pipeline, no poisoned teacher) measured;
+/// cached by a hash of its configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reference {
+    /// Noise-free ensemble (single mode: the clean teacher).
+    pub ensemble: Scores,
+    /// The student.
+    pub student: Scores,
+    /// Epsilon of the reference student's queries (PATE mode).
+    pub epsilon: Option<f64>,
+}
+
+/// `report.json` of one backdoor experiment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackdoorReport {
+    /// pate or single.
+    pub mode: Mode,
+    /// Teachers (1 in single mode).
+    pub num_teachers: usize,
+    /// Poisoned teachers (single mode: 1).
+    pub poisoned_teachers: usize,
+    /// Poison rate.
+    pub poison_rate: f64,
+    /// Target class.
+    pub target: u8,
+    /// The trigger.
+    pub trigger: Trigger,
+    /// Laplace scale (PATE mode).
+    pub noise_scale: Option<f64>,
+    /// Queries asked.
+    pub queries: usize,
+    /// Queries answered (PATE) or distilled on (single).
+    pub queries_answered: usize,
+    /// Control: share of public items carrying the trigger.
+    pub public_trigger_rate: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Each teacher's clean accuracy and ASR on the evaluation set.
+    pub teachers: Vec<Scores>,
+    /// Mean ASR of the poisoned teachers (`None` when none is poisoned).
+    pub teacher_asr_poisoned: Option<f64>,
+    /// Mean ASR of the clean teachers (single mode: the clean reference teacher).
+    pub teacher_asr_clean: Option<f64>,
+    /// Mean clean accuracy of the poisoned teachers.
+    pub teacher_accuracy_poisoned: Option<f64>,
+    /// Mean clean accuracy of the clean teachers.
+    pub teacher_accuracy_clean: Option<f64>,
+    /// ASR of the noise-free plurality (single mode: the one teacher).
+    pub ensemble_asr: f64,
+    /// Clean accuracy of the noise-free plurality.
+    pub ensemble_accuracy: f64,
+    /// ASR of LNMax answers drawn locally on the histograms (PATE mode).
+    pub noisy_aggregate_asr: Option<f64>,
+    /// Clean accuracy of those answers.
+    pub noisy_aggregate_accuracy: Option<f64>,
+    /// Student ASR.
+    pub student_asr: f64,
+    /// Student clean accuracy.
+    pub student_accuracy: f64,
+    /// Share of the student's training labels equal to the pool's true labels.
+    pub label_accuracy: f64,
+    /// Reference (no poisoned teacher) ensemble ASR.
+    pub reference_ensemble_asr: f64,
+    /// Reference ensemble clean accuracy.
+    pub reference_ensemble_accuracy: f64,
+    /// Reference student ASR (the trigger's natural rate).
+    pub reference_student_asr: f64,
+    /// Reference student clean accuracy.
+    pub reference_student_accuracy: f64,
+    /// Data-independent epsilon spent (`None` in single mode: no privacy).
+    pub epsilon: Option<f64>,
+    /// Delta of epsilon.
+    pub delta: Option<f64>,
+    /// Share of the student's queries whose noise-free label is certified at
+    /// radius >= the number of poisoned teachers (`None` in single mode).
+    pub certified_share: Option<f64>,
+    /// Certification of the clean evaluation items.
+    pub certified_clean: Option<CertSummary>,
+    /// Certification of the triggered evaluation items (against true labels).
+    pub certified_triggered: Option<CertSummary>,
+    /// Queried public items that carried the trigger.
+    pub public_triggered: usize,
+    /// Teachers trained by this run (the rest came from the cache).
+    pub teachers_trained: usize,
+    /// Wall seconds.
+    pub total_seconds: f64,
+}
+
+/// Runs one experiment, writes `OUT/report.json` and prints a summary.
+pub async fn run(args: BackdoorArgs) -> anyhow::Result<BackdoorReport> {
+    anyhow::ensure!((0.0..=1.0).contains(&args.poison_rate), "--poison-rate must be in [0, 1]");
+    anyhow::ensure!((0.0..=1.0).contains(&args.public_trigger_rate), "--public-trigger-rate must be in [0, 1]");
+    std::fs::create_dir_all(&args.out)?;
+    let report = match args.mode {
+        Mode::Pate => super::pate::run(&args).await?,
+        Mode::Single => super::single::run(&args).await?,
+    };
+    std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    print_summary(&report);
+    println!("  report: {}", args.out.join("report.json").display());
+    Ok(report)
+}
+
+fn print_summary(r: &BackdoorReport) {
+    let o = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
+    println!();
+    println!("  {:<40} {:>10}", "mode / teachers / poisoned", format!("{} {}/{}", r.mode, r.num_teachers, r.poisoned_teachers));
+    println!("  {:<40} {:>10}", "poisoned teacher ASR", o(r.teacher_asr_poisoned));
+    println!("  {:<40} {:>10}", "clean teacher ASR", o(r.teacher_asr_clean));
+    println!("  {:<40} {:>10.4}", "ensemble ASR (noise-free)", r.ensemble_asr);
+    println!("  {:<40} {:>10}", "noisy aggregate ASR (local LNMax)", o(r.noisy_aggregate_asr));
+    println!("  {:<40} {:>10.4}", "student ASR", r.student_asr);
+    println!("  {:<40} {:>10.4}", "reference student ASR", r.reference_student_asr);
+    println!("  {:<40} {:>10.4}", "student accuracy", r.student_accuracy);
+    println!("  {:<40} {:>10.4}", "reference student accuracy", r.reference_student_accuracy);
+    println!("  {:<40} {:>10}", "epsilon", o(r.epsilon));
+    println!("  {:<40} {:>10}", "certified share of queries", o(r.certified_share));
+    println!("  {:<40} {:>10.1}", "wall time (s)", r.total_seconds);
+}

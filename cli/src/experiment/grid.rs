@@ -1,0 +1,263 @@
+//! Experiment grids from TOML. A file has optional `out` and `data`, a
+//! `[defaults]` table, and any number of `[[grid]]` tables; each grid is
+//! merged over the defaults and expanded as the Cartesian product of its
+//! list values (a scalar is a list of one). Keys are [`Cell`]'s fields
+//! (`seeds` is accepted for `seed`); an unknown key is an error.
+//!
+//! ```toml
+//! out = "docs/experiments/backdoor"
+//! [defaults]
+//! teachers = 10
+//! [[grid]]
+//! mode = "pate"
+//! poisoned_teachers = [0, 1, 2]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use pate_ml::model::ModelKind;
+use pate_ml::trigger::{Corner, Pattern};
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+use super::backdoor::{BackdoorArgs, Mode};
+
+/// One configuration of a grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cell {
+    /// pate or single.
+    pub mode: Mode,
+    /// Teachers.
+    pub teachers: usize,
+    /// Poisoned teachers (the first M).
+    pub poisoned_teachers: usize,
+    /// Poison rate.
+    pub poison_rate: f64,
+    /// LNMax Laplace scale.
+    pub noise_scale: f64,
+    /// Student queries.
+    pub queries: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Control: share of public items carrying the trigger.
+    pub public_trigger_rate: f64,
+    /// Teacher epochs.
+    pub teacher_epochs: usize,
+    /// Student epochs.
+    pub student_epochs: usize,
+    /// Distillation temperature (single mode).
+    pub temperature: f64,
+    /// Target class.
+    pub target: u8,
+    /// Model.
+    pub model: ModelKind,
+    /// Trigger look.
+    pub trigger: Pattern,
+    /// Trigger side.
+    pub trigger_size: usize,
+    /// Trigger corner.
+    pub trigger_corner: Corner,
+    /// Evaluation items.
+    pub eval_size: usize,
+    /// Delta of the reported epsilon.
+    pub delta: f64,
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell {
+            mode: Mode::Pate,
+            teachers: 10,
+            poisoned_teachers: 1,
+            poison_rate: 0.1,
+            noise_scale: 2.0,
+            queries: 1000,
+            seed: 0,
+            public_trigger_rate: 0.0,
+            teacher_epochs: 5,
+            student_epochs: 30,
+            temperature: 4.0,
+            target: 0,
+            model: ModelKind::Mlp,
+            trigger: Pattern::Checkerboard,
+            trigger_size: 4,
+            trigger_corner: Corner::BottomRight,
+            eval_size: 1000,
+            delta: 1e-5,
+        }
+    }
+}
+
+impl Cell {
+    /// A short name for directories and progress lines.
+    pub fn slug(&self) -> String {
+        match self.mode {
+            Mode::Pate => format!(
+                "pate-n{}-m{}-p{}-b{}-q{}-pt{}-s{}",
+                self.teachers, self.poisoned_teachers, self.poison_rate, self.noise_scale, self.queries, self.public_trigger_rate, self.seed
+            ),
+            Mode::Single => format!("single-p{}-q{}-T{}-pt{}-s{}", self.poison_rate, self.queries, self.temperature, self.public_trigger_rate, self.seed),
+        }
+    }
+
+    /// The `pate experiment backdoor` arguments of this cell.
+    pub fn to_args(&self, data: Option<PathBuf>, bin_dir: Option<PathBuf>, jobs: Option<usize>, cache: &Path, out: PathBuf) -> BackdoorArgs {
+        BackdoorArgs {
+            data,
+            teachers: self.teachers,
+            poisoned_teachers: self.poisoned_teachers,
+            poison_rate: self.poison_rate,
+            queries: self.queries,
+            mode: self.mode,
+            target: self.target,
+            trigger: self.trigger,
+            trigger_size: self.trigger_size,
+            trigger_corner: self.trigger_corner,
+            noise_scale: self.noise_scale,
+            seed: self.seed,
+            teacher_epochs: self.teacher_epochs,
+            student_epochs: self.student_epochs,
+            temperature: self.temperature,
+            public_trigger_rate: self.public_trigger_rate,
+            eval_size: self.eval_size,
+            model: self.model,
+            epsilon_limit: 1e9,
+            delta: self.delta,
+            jobs,
+            bin_dir,
+            cache: Some(cache.to_path_buf()),
+            out,
+        }
+    }
+}
+
+/// A parsed grid file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    /// Output directory named in the file.
+    pub out: Option<PathBuf>,
+    /// Data directory named in the file.
+    pub data: Option<PathBuf>,
+    /// Every cell, in file order then product order.
+    pub cells: Vec<Cell>,
+}
+
+/// Reads and parses a grid file.
+pub fn load(path: &Path) -> anyhow::Result<Grid> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Parses grid TOML.
+pub fn parse(text: &str) -> anyhow::Result<Grid> {
+    let mut top: Table = text.parse().context("not valid TOML")?;
+    let string = |v: Value, key: &str| -> anyhow::Result<PathBuf> {
+        v.as_str().map(PathBuf::from).with_context(|| format!("`{key}` must be a string"))
+    };
+    let out = top.remove("out").map(|v| string(v, "out")).transpose()?;
+    let data = top.remove("data").map(|v| string(v, "data")).transpose()?;
+    let defaults = match top.remove("defaults") {
+        Some(Value::Table(t)) => t,
+        Some(_) => bail!("`defaults` must be a table"),
+        None => Table::new(),
+    };
+    let grids = match top.remove("grid") {
+        Some(Value::Array(a)) => a,
+        Some(_) => bail!("`grid` must be an array of tables ([[grid]])"),
+        None => vec![Value::Table(Table::new())],
+    };
+    if let Some(k) = top.keys().next() {
+        bail!("unknown top-level key `{k}` (expected out, data, defaults, grid)");
+    }
+    let mut cells = Vec::new();
+    for (g, grid) in grids.into_iter().enumerate() {
+        let Value::Table(grid) = grid else { bail!("grid {g} is not a table") };
+        let mut merged = normalise(defaults.clone());
+        merged.extend(normalise(grid));
+        let axes: Vec<(String, Vec<Value>)> = merged
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::Array(a) if a.is_empty() => bail!("grid {g}: `{k}` is an empty list"),
+                Value::Array(a) => Ok((k, a)),
+                v => Ok((k, vec![v])),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for combo in product(&axes) {
+            let cell: Cell = Value::Table(combo).try_into().with_context(|| format!("grid {g}"))?;
+            cells.push(cell);
+        }
+    }
+    Ok(Grid { out, data, cells })
+}
+
+fn normalise(t: Table) -> Table {
+    t.into_iter().map(|(k, v)| (if k == "seeds" { "seed".to_string() } else { k }, v)).collect()
+}
+
+/// Every combination of one value per axis, the last axis varying fastest.
+fn product(axes: &[(String, Vec<Value>)]) -> Vec<Table> {
+    let mut out = vec![Table::new()];
+    for (key, values) in axes {
+        out = out
+            .into_iter()
+            .flat_map(|t| {
+                values.iter().map(move |v| {
+                    let mut t = t.clone();
+                    t.insert(key.clone(), v.clone());
+                    t
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_products_over_defaults() {
+        let g = parse(
+            r#"
+            out = "o"
+            [defaults]
+            teachers = 10
+            seeds = [1, 2]
+            [[grid]]
+            poisoned_teachers = [0, 1, 3]
+            [[grid]]
+            mode = "single"
+            queries = 9000
+            teachers = [20]
+            "#,
+        )
+        .expect("parse");
+        assert_eq!(g.out, Some(PathBuf::from("o")));
+        assert_eq!(g.cells.len(), 3 * 2 + 2);
+        assert!(g.cells[..6].iter().all(|c| c.teachers == 10 && c.mode == Mode::Pate));
+        let pairs: Vec<(usize, u64)> = g.cells[..6].iter().map(|c| (c.poisoned_teachers, c.seed)).collect();
+        assert_eq!(pairs, vec![(0, 1), (0, 2), (1, 1), (1, 2), (3, 1), (3, 2)]);
+        assert!(g.cells[6..].iter().all(|c| c.mode == Mode::Single && c.queries == 9000 && c.teachers == 20));
+        // Untouched fields keep the defaults.
+        assert_eq!(g.cells[0].noise_scale, Cell::default().noise_scale);
+    }
+
+    #[test]
+    fn no_grid_is_one_cell_of_defaults() {
+        let g = parse("[defaults]\nnoise_scale = 5.0\n").expect("parse");
+        assert_eq!(g.cells, vec![Cell { noise_scale: 5.0, ..Cell::default() }]);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(parse("[[grid]]\npoisoned = [1]\n").is_err(), "unknown key");
+        assert!(parse("bogus = 1\n").is_err(), "unknown top-level key");
+        assert!(parse("[[grid]]\nteachers = []\n").is_err(), "empty list");
+        assert!(parse("[[grid]]\nmode = \"federated\"\n").is_err(), "bad mode");
+        assert!(parse("[[grid]]\nteachers = \"ten\"\n").is_err(), "bad type");
+        assert!(parse("[[grid\n").is_err(), "bad TOML");
+    }
+}

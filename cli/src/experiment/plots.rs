@@ -1,0 +1,194 @@
+//! Plots of a grid's results, as PNG and SVG (plotters): ASR and clean
+//! accuracy against the number of poisoned teachers for teachers, ensemble,
+//! noisy aggregate and student; student ASR against the share of triggered
+//! public items (the control); student accuracy against epsilon. PNG text
+//! uses DejaVu Sans, shipped in `cli/assets/fonts` (free licence beside it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::backdoor::Mode;
+use super::runner::Row;
+
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// A line chart: named series of (x, y) points.
+pub struct Chart {
+    /// Title.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Series, each drawn as a line with markers.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// Whether x holds log10 values (tick labels show 10^x).
+    pub log_x: bool,
+    /// Fixed y range, if any.
+    pub y_range: Option<(f64, f64)>,
+}
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("could not load the bundled font; PNG text may be missing");
+        }
+    });
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> anyhow::Result<()> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting {}: {e:?}", c.title);
+    root.fill(&WHITE).map_err(e)?;
+    let pts = c.series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    if x0 >= x1 {
+        (x0, x1) = (x0 - 1.0, x1 + 1.0);
+    }
+    let pad = (x1 - x0) * 0.05;
+    let (y0, y1) = c.y_range.unwrap_or_else(|| {
+        let (a, b) = pts.fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        (a - 0.05 * (b - a).max(0.1), b + 0.05 * (b - a).max(0.1))
+    });
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&c.title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), y0..y1)
+        .map_err(e)?;
+    let log_x = c.log_x;
+    let fmt_x = move |v: &f64| if log_x { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.2}") };
+    chart.configure_mesh().x_desc(&c.x_label).y_desc(&c.y_label).x_label_formatter(&fmt_x).draw().map_err(e)?;
+    for (i, (name, points)) in c.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(e)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Writes `base.png` and `base.svg`; returns their paths.
+pub fn save(chart: &Chart, base: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    register_font();
+    let (png, svg) = (base.with_extension("png"), base.with_extension("svg"));
+    draw(BitMapBackend::new(&png, (960, 640)).into_drawing_area(), chart)?;
+    draw(SVGBackend::new(&svg, (960, 640)).into_drawing_area(), chart)?;
+    Ok(vec![png, svg])
+}
+
+/// Means of `y` grouped by `x` (sorted by x), skipping `None`.
+fn grouped(rows: &[&Row], x: impl Fn(&Row) -> f64, y: impl Fn(&Row) -> Option<f64>) -> Vec<(f64, f64)> {
+    let mut groups: BTreeMap<i64, (f64, f64, usize)> = BTreeMap::new();
+    for r in rows {
+        if let Some(v) = y(r) {
+            let k = x(r);
+            let g = groups.entry((k * 1e6).round() as i64).or_insert((k, 0.0, 0));
+            g.1 += v;
+            g.2 += 1;
+        }
+    }
+    groups.into_values().map(|(k, s, n)| (k, s / n as f64)).collect()
+}
+
+fn distinct(rows: &[&Row], f: impl Fn(&Row) -> f64) -> usize {
+    let mut v: Vec<i64> = rows.iter().map(|r| (f(r) * 1e6).round() as i64).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+/// Draws every plot the rows support into `out`; returns the files written.
+pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let pate: Vec<&Row> = rows.iter().filter(|r| r.cell.mode == Mode::Pate).collect();
+    let base: Vec<&Row> = pate.iter().copied().filter(|r| r.cell.public_trigger_rate == 0.0).collect();
+    let m = |r: &Row| r.report.poisoned_teachers as f64;
+    if distinct(&base, m) >= 2 {
+        let n = base.first().map_or(0, |r| r.report.num_teachers);
+        let asr = Chart {
+            title: format!("Attack success rate vs poisoned teachers (of {n})"),
+            x_label: "poisoned teachers".into(),
+            y_label: "attack success rate".into(),
+            series: vec![
+                ("poisoned teachers (mean)".into(), grouped(&base, m, |r| r.report.teacher_asr_poisoned)),
+                ("clean teachers (mean)".into(), grouped(&base, m, |r| r.report.teacher_asr_clean)),
+                ("ensemble (noise-free)".into(), grouped(&base, m, |r| Some(r.report.ensemble_asr))),
+                ("noisy aggregate (LNMax)".into(), grouped(&base, m, |r| r.report.noisy_aggregate_asr)),
+                ("student".into(), grouped(&base, m, |r| Some(r.report.student_asr))),
+                ("reference student (no poison)".into(), grouped(&base, m, |r| Some(r.report.reference_student_asr))),
+            ],
+            log_x: false,
+            y_range: Some((0.0, 1.05)),
+        };
+        written.extend(save(&asr, &out.join("backdoor_asr"))?);
+        let acc = Chart {
+            title: format!("Clean accuracy vs poisoned teachers (of {n})"),
+            x_label: "poisoned teachers".into(),
+            y_label: "clean accuracy (evaluation set)".into(),
+            series: vec![
+                ("teachers (mean)".into(), grouped(&base, m, |r| Some(r.teacher_accuracy()))),
+                ("ensemble (noise-free)".into(), grouped(&base, m, |r| Some(r.report.ensemble_accuracy))),
+                ("noisy aggregate (LNMax)".into(), grouped(&base, m, |r| r.report.noisy_aggregate_accuracy)),
+                ("student".into(), grouped(&base, m, |r| Some(r.report.student_accuracy))),
+                ("reference student (no poison)".into(), grouped(&base, m, |r| Some(r.report.reference_student_accuracy))),
+            ],
+            log_x: false,
+            y_range: None,
+        };
+        written.extend(save(&acc, &out.join("backdoor_accuracy"))?);
+    }
+    let pt = |r: &Row| r.cell.public_trigger_rate;
+    if distinct(&pate, pt) >= 2 {
+        let mut by_m: BTreeMap<usize, Vec<&Row>> = BTreeMap::new();
+        pate.iter().for_each(|r| by_m.entry(r.report.poisoned_teachers).or_default().push(r));
+        let series = by_m
+            .into_iter()
+            .map(|(k, rs)| (format!("student, {k} poisoned teachers"), grouped(&rs, pt, |r| Some(r.report.student_asr))))
+            .collect();
+        let chart = Chart {
+            title: "Control: student ASR vs share of triggered public items".into(),
+            x_label: "share of the student's public items carrying the trigger".into(),
+            y_label: "student attack success rate".into(),
+            series,
+            log_x: false,
+            y_range: Some((0.0, 1.05)),
+        };
+        written.extend(save(&chart, &out.join("control_asr"))?);
+    }
+    let eps = |r: &Row| r.report.epsilon.filter(|e| *e > 0.0).map_or(0.0, f64::log10);
+    if distinct(&pate, eps) >= 2 {
+        let mut by_n: BTreeMap<(usize, usize, usize), Vec<&Row>> = BTreeMap::new();
+        pate.iter().for_each(|r| by_n.entry((r.report.num_teachers, r.report.poisoned_teachers, r.cell.queries)).or_default().push(r));
+        let series = by_n
+            .into_iter()
+            .map(|((n, m, q), rs)| (format!("{n} teachers, {m} poisoned, {q} queries"), grouped(&rs, eps, |r| Some(r.report.student_accuracy))))
+            .collect();
+        let chart = Chart {
+            title: "Privacy / utility: student accuracy vs epsilon".into(),
+            x_label: "epsilon (data-independent, log scale)".into(),
+            y_label: "student accuracy (evaluation set)".into(),
+            series,
+            log_x: true,
+            y_range: None,
+        };
+        written.extend(save(&chart, &out.join("privacy_utility"))?);
+    }
+    Ok(written)
+}

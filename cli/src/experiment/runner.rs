@@ -1,0 +1,160 @@
+//! `pate experiment run FILE.toml`: runs every cell of a grid (teachers
+//! come from a shared cache, so cells with the same teacher configuration
+//! train them once), shows progress, and writes `results.csv`, `report.md`
+//! and the plots. A cell whose `report.json` is already there for the same
+//! configuration is not run again, so an interrupted grid resumes.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::backdoor::{self, BackdoorReport, Mode};
+use super::grid::{self, Cell};
+use super::plots;
+
+/// Arguments of `pate experiment run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The grid file (TOML).
+    pub file: PathBuf,
+    /// Output directory [default: the file's `out`, else experiment-out].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Data directory [default: the file's `data`, else as `pate lab`].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Teacher cache shared by the cells [default: OUT/cache].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Teachers trained at once [default: the number of CPU cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Where the framework binaries are [default: beside `pate`].
+    #[arg(long, env = "PATE_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// One row of `results.csv`: a cell and what it measured.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The configuration.
+    pub cell: Cell,
+    /// Its report.
+    pub report: BackdoorReport,
+}
+
+impl Row {
+    /// Mean clean accuracy over all teachers.
+    pub fn teacher_accuracy(&self) -> f64 {
+        let t = &self.report.teachers;
+        t.iter().map(|s| s.accuracy).sum::<f64>() / t.len().max(1) as f64
+    }
+}
+
+/// Runs the grid.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let grid = grid::load(&args.file)?;
+    let out = args.out.clone().or(grid.out.clone()).unwrap_or_else(|| PathBuf::from("experiment-out"));
+    let data = args.data.clone().or(grid.data.clone());
+    let cache = args.cache.clone().unwrap_or_else(|| out.join("cache"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let total = grid.cells.len();
+    println!("pate experiment run {}: {total} cells, output {}", args.file.display(), out.display());
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(total);
+    for (i, cell) in grid.cells.iter().enumerate() {
+        let dir = out.join("cells").join(format!("{i:03}-{}", cell.slug()));
+        let cell_json = serde_json::to_string_pretty(cell)?;
+        let previous = std::fs::read_to_string(dir.join("cell.json")).ok();
+        let cached: Option<BackdoorReport> = (previous.as_deref() == Some(cell_json.as_str()))
+            .then(|| std::fs::read(dir.join("report.json")).ok())
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        println!("\n[{:>3}/{total}] {} ({:.0}s elapsed)", i + 1, cell.slug(), started.elapsed().as_secs_f64());
+        let report = match cached {
+            Some(r) => {
+                println!("  done before; reusing {}", dir.join("report.json").display());
+                r
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("cell.json"), &cell_json)?;
+                let a = cell.to_args(data.clone(), args.bin_dir.clone(), args.jobs, &cache, dir.clone());
+                backdoor::run(a).await.with_context(|| format!("cell {} ({})", i + 1, cell.slug()))?
+            }
+        };
+        rows.push(Row { cell: cell.clone(), report });
+        std::fs::write(out.join("results.csv"), csv(&rows))?;
+        std::fs::write(out.join("report.md"), markdown(&rows, &args.file))?;
+    }
+    let written = plots::draw_all(&rows, &out)?;
+    println!("\n{total} cells in {:.0}s; wrote {}, {} and {} plots", started.elapsed().as_secs_f64(),
+        out.join("results.csv").display(), out.join("report.md").display(), written.len());
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(())
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |x| format!("{x:.4}"))
+}
+
+/// The columns of `results.csv`.
+pub const COLUMNS: &str = "mode,teachers,poisoned_teachers,poison_rate,noise_scale,queries,public_trigger_rate,seed,\
+teacher_asr_poisoned,teacher_asr_clean,teacher_accuracy,ensemble_asr,ensemble_accuracy,noisy_aggregate_asr,\
+noisy_aggregate_accuracy,student_asr,student_accuracy,reference_student_asr,reference_student_accuracy,label_accuracy,\
+queries_answered,epsilon,certified_share,median_radius_clean,median_radius_triggered,seconds";
+
+/// `results.csv` of `rows`.
+pub fn csv(rows: &[Row]) -> String {
+    let mut s = format!("{COLUMNS}\n");
+    for row in rows {
+        let (c, r) = (&row.cell, &row.report);
+        let noise = if c.mode == Mode::Pate { c.noise_scale.to_string() } else { String::new() };
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{noise},{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{},{},{},{},{},{:.1}",
+            c.mode, r.num_teachers, r.poisoned_teachers, c.poison_rate, c.queries, c.public_trigger_rate, c.seed,
+            opt(r.teacher_asr_poisoned), opt(r.teacher_asr_clean), row.teacher_accuracy(), r.ensemble_asr, r.ensemble_accuracy,
+            opt(r.noisy_aggregate_asr), opt(r.noisy_aggregate_accuracy), r.student_asr, r.student_accuracy,
+            r.reference_student_asr, r.reference_student_accuracy, r.label_accuracy, r.queries_answered,
+            r.epsilon.map_or_else(String::new, |e| format!("{e:.2}")), opt(r.certified_share),
+            r.certified_clean.as_ref().map_or_else(String::new, |x| x.median_radius.to_string()),
+            r.certified_triggered.as_ref().map_or_else(String::new, |x| x.median_radius.to_string()),
+            r.total_seconds,
+        );
+    }
+    s
+}
+
+/// `report.md`: one table row per cell.
+pub fn markdown(rows: &[Row], file: &std::path::Path) -> String {
+    let mut s = format!("# Results of `pate experiment run {}`\n\n", file.display());
+    s.push_str("ASR = share of triggered evaluation items (true class not the target) classified as the target. ");
+    s.push_str("Noisy aggregate: LNMax drawn locally on the operator's histograms (the aggregator's mechanism, no budget spent). ");
+    s.push_str("Single mode runs in process (no gRPC) and claims no privacy.\n\n");
+    s.push_str("| mode | n | m | poison | b | queries | public trig. | seed | teacher ASR (poisoned / clean) | teacher acc | ensemble ASR / acc | noisy agg. ASR | student ASR / acc | reference student ASR / acc | epsilon | certified share | median radius (clean / trig.) |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.3}"));
+    for row in rows {
+        let (c, r) = (&row.cell, &row.report);
+        let b = if c.mode == Mode::Pate { c.noise_scale.to_string() } else { "-".into() };
+        let radius = match (&r.certified_clean, &r.certified_triggered) {
+            (Some(a), Some(b)) => format!("{} / {}", a.median_radius, b.median_radius),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {b} | {} | {} | {} | {} / {} | {:.3} | {:.3} / {:.3} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {} | {} | {radius} |",
+            c.mode, r.num_teachers, r.poisoned_teachers, c.poison_rate, r.queries_answered, c.public_trigger_rate, c.seed,
+            f(r.teacher_asr_poisoned), f(r.teacher_asr_clean), row.teacher_accuracy(), r.ensemble_asr, r.ensemble_accuracy,
+            f(r.noisy_aggregate_asr), r.student_asr, r.student_accuracy, r.reference_student_asr, r.reference_student_accuracy,
+            r.epsilon.map_or_else(|| "- (no privacy)".into(), |e| format!("{e:.1}")), f(r.certified_share),
+        );
+    }
+    s
+}

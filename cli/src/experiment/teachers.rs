@@ -1,0 +1,103 @@
+//! Teachers of an experiment, trained once and cached: each teacher's
+//! checkpoint lives in `CACHE/<hash>/` where the hash covers everything
+//! that shapes it (data, partitioning, seed, model, epochs, poisoning).
+//! Grid cells that share a teacher configuration reuse its checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use pate_ml::model::ModelKind;
+use pate_ml::trigger::Trigger;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::lab::parties::RunDirs;
+use crate::lab::procs::run_bounded;
+use crate::lab::{path_arg, s};
+
+/// Everything that determines one PATE teacher's checkpoint.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TeacherSpec {
+    /// Data directory.
+    pub data: PathBuf,
+    /// Partition index.
+    pub partition: usize,
+    /// Number of partitions.
+    pub partitions: usize,
+    /// Seed of the partitioning.
+    pub partition_seed: u64,
+    /// Training seed.
+    pub seed: u64,
+    /// Architecture.
+    pub model: ModelKind,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Poisoning (rate, target, trigger), if any.
+    pub poison: Option<(f64, u8, Trigger)>,
+}
+
+/// Short stable hash of a serialisable configuration (for cache keys).
+pub fn config_hash(value: &impl Serialize) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..8])
+}
+
+impl TeacherSpec {
+    /// The checkpoint directory of this teacher in `cache`.
+    pub fn dir(&self, cache: &Path) -> PathBuf {
+        let kind = if self.poison.is_some() { "poisoned" } else { "clean" };
+        cache.join(format!("teacher-{}of{}-{kind}-{}", self.partition, self.partitions, config_hash(self)))
+    }
+
+    fn train_args(&self, out: &Path) -> Vec<String> {
+        let mut a = vec![
+            s("train"), s("--data"), path_arg(&self.data), s("--partition"), s(self.partition), s("--partitions"), s(self.partitions),
+            s("--partition-seed"), s(self.partition_seed), s("--seed"), s(self.seed), s("--model"), s(self.model),
+            s("--epochs"), s(self.epochs), s("--out"), path_arg(out),
+        ];
+        if let Some((rate, target, trigger)) = &self.poison {
+            a.extend([
+                s("--poison-rate"), s(rate), s("--poison-target"), s(target), s("--trigger"), s(trigger.pattern),
+                s("--trigger-size"), s(trigger.size), s("--trigger-corner"), s(trigger.corner),
+            ]);
+        }
+        a
+    }
+}
+
+/// Trains (as `pate-teacher train` processes, `parallel` at a time) every
+/// spec whose checkpoint is not in `cache` yet; returns how many it trained.
+pub async fn ensure_trained(
+    bin: &Path,
+    specs: &[TeacherSpec],
+    cache: &Path,
+    dirs: &RunDirs,
+    parallel: usize,
+) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mut jobs = Vec::new();
+    let mut finals = Vec::new();
+    for spec in specs {
+        let dir = spec.dir(cache);
+        if dir.join("meta.json").is_file() || finals.contains(&dir) {
+            continue;
+        }
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        jobs.push((bin.to_path_buf(), spec.train_args(&tmp), dirs.logs.join(format!("{label}-train.log")), label));
+        finals.push(dir);
+    }
+    let trained = jobs.len();
+    if trained == 0 {
+        println!("  all {} teachers found in the cache {}", specs.len(), cache.display());
+        return Ok(0);
+    }
+    println!("  training {trained} teachers ({} cached)", specs.len() - trained);
+    run_bounded(jobs, parallel, |label, done, total| println!("  [{done:>3}/{total}] trained {label}")).await?;
+    for dir in finals {
+        let tmp = dir.with_extension("partial");
+        std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
+    }
+    Ok(trained)
+}

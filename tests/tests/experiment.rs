@@ -1,0 +1,52 @@
+//! `pate experiment backdoor` end to end: a small PATE configuration with one
+//! poisoned teacher of four, real binaries as processes over loopback, on
+//! real Fashion-MNIST.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn backdoor_experiment_measures_every_stage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("backdoor");
+    let bin_dir = common::bin("pate-teacher").parent().expect("bin dir").to_path_buf();
+    let status = Command::new(common::bin("pate"))
+        .args(["experiment", "backdoor", "--teachers", "4", "--poisoned-teachers", "1", "--poison-rate", "0.1"])
+        .args(["--queries", "200", "--teacher-epochs", "2", "--student-epochs", "20", "--noise-scale", "1", "--delta", "0"])
+        .args(["--jobs", "2", "--data"])
+        .arg(common::data_dir())
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run pate experiment backdoor");
+    assert!(status.success(), "pate experiment backdoor failed: {status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).expect("json");
+    let f = |k: &str| report[k].as_f64().unwrap_or_else(|| panic!("report.json lacks {k}: {report}"));
+    for key in [
+        "teacher_asr_poisoned", "teacher_asr_clean", "ensemble_asr", "student_asr", "student_accuracy",
+        "reference_student_asr", "reference_student_accuracy", "epsilon", "certified_share", "noisy_aggregate_asr",
+    ] {
+        let v = f(key);
+        assert!((0.0..=1.0).contains(&v) || key == "epsilon", "{key} = {v}");
+    }
+    // Pure LNMax: 200 answers at 2/b = 2 each.
+    assert!((f("epsilon") - 400.0).abs() < 1e-9, "epsilon {}", f("epsilon"));
+    // The poisoned teacher learned the trigger; clean ones did not.
+    assert!(f("teacher_asr_poisoned") > 0.6, "poisoned teacher ASR {}", f("teacher_asr_poisoned"));
+    assert!(f("teacher_asr_poisoned") > f("teacher_asr_clean") + 0.4, "{report}");
+    // One vote of four cannot carry the plurality, and the student never saw the trigger.
+    assert!(f("ensemble_asr") < 0.3, "ensemble ASR {}", f("ensemble_asr"));
+    assert!(f("student_asr") < 0.3, "student ASR {}", f("student_asr"));
+    assert!((f("student_asr") - f("reference_student_asr")).abs() < 0.15, "{report}");
+    assert!(f("student_accuracy") > 0.5 && f("reference_student_accuracy") > 0.5, "{report}");
+    assert_eq!(report["teachers"].as_array().map(Vec::len), Some(4));
+    let cert = &report["certified_clean"]["certified_accuracy"];
+    assert_eq!(cert.as_array().map(Vec::len), Some(3), "radii 0..=2 for 4 teachers");
+    // No child outlives the experiment.
+    let ps = Command::new("pgrep").args(["-f", &out.display().to_string()]).output().expect("pgrep");
+    assert!(ps.stdout.is_empty(), "children still running: {}", String::from_utf8_lossy(&ps.stdout));
+}
