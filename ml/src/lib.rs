@@ -1,1 +1,28 @@
-//! Placeholder.
+//! pate-ml: the machine-learning half of the PATE framework, with no network
+//! code except the dataset downloader.
+//!
+//! - [`data`]: IDX datasets (gzipped or raw), locating the data, fingerprints,
+//!   the student's pool/evaluation split.
+//! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
+//! - [`partition`]: disjoint teacher partitions from a seeded permutation.
+//! - [`model`]: candle MLP and CNN classifiers with seeded initialisation.
+//! - [`optim`]: a fused AdamW (candle-nn's is slow on CPU).
+//! - [`train`]: minibatch AdamW training, distillation on soft targets,
+//!   prediction and accuracy.
+//! - [`checkpoint`]: safetensors weights plus a JSON metadata file.
+//! - [`trigger`]: BadNets triggers, poisoning and attack success rate
+//!   (experiments only).
+
+pub mod checkpoint;
+mod conv;
+pub mod data;
+pub mod fetch;
+pub mod model;
+pub mod optim;
+pub mod partition;
+pub mod train;
+pub mod trigger;
+
+pub use data::{Dataset, IdxData, Images, StudentSplit};
+pub use model::{Classifier, ModelKind};
+pub use train::{EpochReport, TrainConfig, Trained};
