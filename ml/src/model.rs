@@ -1,0 +1,243 @@
+//! Candle classifiers: a small MLP and a small CNN, with a deterministic,
+//! seeded initialisation (candle's CPU RNG cannot be seeded).
+//!
+//! Input: `f32 [batch, 1, rows, cols]` in `[0, 1]`; output: logits `[batch, classes]`.
+//!
+//! - MLP: flatten → 256 ReLU → 128 ReLU → classes.
+//! - CNN: conv 3x3 16ch (pad 1) ReLU → maxpool 2 → conv 3x3 32ch (pad 1)
+//!   ReLU → maxpool 2 → linear 128 ReLU → classes. The convolutions run as
+//!   im2col + gemm with fused ReLU + max-pool ([`crate::conv`]); the weights
+//!   have candle `Conv2d`'s names and shapes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::conv::ConvReluPool;
+
+/// Hidden widths of the MLP.
+pub const MLP_HIDDEN: [usize; 2] = [256, 128];
+/// Channels of the CNN's two convolutions.
+pub const CNN_CHANNELS: [usize; 2] = [16, 32];
+/// Width of the CNN's hidden linear layer.
+pub const CNN_HIDDEN: usize = 128;
+/// Kernel side of the CNN's convolutions (zero padding keeps the size).
+pub const CNN_KERNEL: usize = 3;
+/// Smallest image side the CNN accepts (two 2x2 poolings).
+pub const CNN_MIN_SIDE: usize = 4;
+
+/// Which architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Multi-layer perceptron.
+    Mlp,
+    /// Small convolutional network.
+    Cnn,
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::Cnn => "cnn",
+        })
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "mlp" => Ok(ModelKind::Mlp),
+            "cnn" => Ok(ModelKind::Cnn),
+            _ => Err(format!("unknown model kind {s:?} (expected mlp or cnn)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Layers {
+    Mlp { fc1: Linear, fc2: Linear, fc3: Linear },
+    Cnn { conv1: ConvReluPool, conv2: ConvReluPool, fc1: Linear, fc2: Linear },
+}
+
+/// A classifier of `rows x cols` single-channel images into `classes` classes.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    layers: Layers,
+    kind: ModelKind,
+    rows: usize,
+    cols: usize,
+    classes: usize,
+}
+
+impl Classifier {
+    /// Builds the model, taking (or creating) its weights from `vb`.
+    ///
+    /// With a `VarBuilder` over a [`VarMap`] the weights are created with
+    /// candle's unseeded initialisation; call [`seeded_init`] afterwards for a
+    /// reproducible start ([`Classifier::new_seeded`] does both).
+    pub fn new(kind: ModelKind, rows: usize, cols: usize, classes: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        if rows == 0 || cols == 0 || classes == 0 {
+            candle_core::bail!("invalid model shape: {rows}x{cols} images, {classes} classes");
+        }
+        let layers = match kind {
+            ModelKind::Mlp => Layers::Mlp {
+                fc1: candle_nn::linear(rows * cols, MLP_HIDDEN[0], vb.pp("fc1"))?,
+                fc2: candle_nn::linear(MLP_HIDDEN[0], MLP_HIDDEN[1], vb.pp("fc2"))?,
+                fc3: candle_nn::linear(MLP_HIDDEN[1], classes, vb.pp("fc3"))?,
+            },
+            ModelKind::Cnn => {
+                if rows < CNN_MIN_SIDE || cols < CNN_MIN_SIDE {
+                    candle_core::bail!("the CNN needs images of at least {CNN_MIN_SIDE}x{CNN_MIN_SIDE}, got {rows}x{cols}");
+                }
+                let flat = CNN_CHANNELS[1] * (rows / 4) * (cols / 4);
+                Layers::Cnn {
+                    conv1: ConvReluPool::new(1, CNN_CHANNELS[0], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv1"))?,
+                    conv2: ConvReluPool::new(CNN_CHANNELS[0], CNN_CHANNELS[1], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv2"))?,
+                    fc1: candle_nn::linear(flat, CNN_HIDDEN, vb.pp("fc1"))?,
+                    fc2: candle_nn::linear(CNN_HIDDEN, classes, vb.pp("fc2"))?,
+                }
+            }
+        };
+        Ok(Classifier { layers, kind, rows, cols, classes })
+    }
+
+    /// A fresh model with seeded weights, and the [`VarMap`] holding them (for training).
+    pub fn new_seeded(
+        kind: ModelKind,
+        rows: usize,
+        cols: usize,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<(Self, VarMap)> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = Classifier::new(kind, rows, cols, classes, vb)?;
+        seeded_init(&varmap, seed)?;
+        Ok((model, varmap))
+    }
+
+    /// The architecture.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    /// Image rows expected.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Image columns expected.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Number of classes (width of the output).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+}
+
+impl Module for Classifier {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let b = xs.dim(0)?;
+        match &self.layers {
+            Layers::Mlp { fc1, fc2, fc3 } => {
+                let x = xs.reshape((b, self.rows * self.cols))?;
+                let x = fc1.forward(&x)?.relu()?;
+                let x = fc2.forward(&x)?.relu()?;
+                fc3.forward(&x)
+            }
+            Layers::Cnn { conv1, conv2, fc1, fc2 } => {
+                let x = xs.reshape((b, 1, self.rows, self.cols))?;
+                let x = conv1.forward(&x)?;
+                let x = conv2.forward(&x)?;
+                let x = x.flatten_from(1)?;
+                let x = fc1.forward(&x)?.relu()?;
+                fc2.forward(&x)
+            }
+        }
+    }
+}
+
+/// Re-initialises every variable of `varmap` from a `ChaCha8Rng` seeded with
+/// `seed`, in name order, as PyTorch's defaults do for `Linear` and `Conv2d`:
+/// weights and biases uniform in `±1/sqrt(fan_in)` where `fan_in` is the
+/// weight's size divided by its first dimension (a bias uses its sibling
+/// `*.weight`'s fan-in).
+pub fn seeded_init(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
+    let data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let fan_in = |name: &str| -> usize {
+        let weight = name.strip_suffix("bias").map(|p| format!("{p}weight"));
+        let var = weight.as_deref().and_then(|w| data.get(w)).unwrap_or(&data[name]);
+        let dims = var.dims();
+        if dims.len() >= 2 {
+            dims[1..].iter().product()
+        } else {
+            dims.first().copied().unwrap_or(1)
+        }
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for name in names {
+        let var = &data[name];
+        let bound = 1.0 / (fan_in(name).max(1) as f32).sqrt();
+        let n = var.elem_count();
+        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+        let t = Tensor::from_vec(values, var.shape(), var.device())?.to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for kind in [ModelKind::Mlp, ModelKind::Cnn] {
+            let (m, vm) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
+            let x = Tensor::zeros((3, 1, 28, 28), DType::F32, &dev)?;
+            assert_eq!(m.forward(&x)?.dims(), &[3, 10]);
+            assert!(!vm.all_vars().is_empty());
+        }
+        // Odd sizes work for the CNN too.
+        let (m, _) = Classifier::new_seeded(ModelKind::Cnn, 9, 13, 3, 1, &dev)?;
+        assert_eq!(m.forward(&Tensor::zeros((2, 1, 9, 13), DType::F32, &dev)?)?.dims(), &[2, 3]);
+        assert!(Classifier::new_seeded(ModelKind::Cnn, 3, 3, 3, 1, &dev).is_err());
+        assert!(Classifier::new_seeded(ModelKind::Mlp, 3, 3, 0, 1, &dev).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn seeded_init_is_deterministic() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::ones((1, 1, 8, 8), DType::F32, &dev)?;
+        let out = |seed| -> candle_core::Result<Vec<f32>> {
+            let (m, _) = Classifier::new_seeded(ModelKind::Mlp, 8, 8, 4, seed, &dev)?;
+            m.forward(&x)?.flatten_all()?.to_vec1()
+        };
+        assert_eq!(out(3)?, out(3)?);
+        assert_ne!(out(3)?, out(4)?);
+        Ok(())
+    }
+
+    #[test]
+    fn kind_parse_display_serde() {
+        assert_eq!("CNN".parse::<ModelKind>(), Ok(ModelKind::Cnn));
+        assert_eq!(ModelKind::Mlp.to_string(), "mlp");
+        assert!("rnn".parse::<ModelKind>().is_err());
+        assert_eq!(serde_json::to_string(&ModelKind::Cnn).expect("json"), "\"cnn\"");
+    }
+}
