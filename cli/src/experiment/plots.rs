@@ -30,6 +30,8 @@ pub struct Chart {
     pub log_x: bool,
     /// Fixed y range, if any.
     pub y_range: Option<(f64, f64)>,
+    /// Where the legend goes.
+    pub legend: SeriesLabelPosition,
 }
 
 fn register_font() {
@@ -62,7 +64,11 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> anyhow::
         .build_cartesian_2d((x0 - pad)..(x1 + pad), y0..y1)
         .map_err(e)?;
     let log_x = c.log_x;
-    let fmt_x = move |v: &f64| if log_x { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.2}") };
+    let fmt_x = move |v: &f64| {
+        let v = if log_x { 10f64.powf(*v) } else { *v };
+        let t = format!("{v:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
     chart.configure_mesh().x_desc(&c.x_label).y_desc(&c.y_label).x_label_formatter(&fmt_x).draw().map_err(e)?;
     for (i, (name, points)) in c.series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -77,7 +83,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> anyhow::
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(c.legend.clone())
         .draw()
         .map_err(e)?;
     root.present().map_err(e)?;
@@ -136,6 +142,7 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             ],
             log_x: false,
             y_range: Some((0.0, 1.05)),
+            legend: SeriesLabelPosition::MiddleLeft,
         };
         written.extend(save(&asr, &out.join("backdoor_asr"))?);
         let acc = Chart {
@@ -151,6 +158,7 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             ],
             log_x: false,
             y_range: None,
+            legend: SeriesLabelPosition::LowerRight,
         };
         written.extend(save(&acc, &out.join("backdoor_accuracy"))?);
     }
@@ -161,6 +169,7 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let series = by_m
             .into_iter()
             .map(|(k, rs)| (format!("student, {k} poisoned teachers"), grouped(&rs, pt, |r| Some(r.report.student_asr))))
+            .filter(|(_, points)| points.len() >= 2)
             .collect();
         let chart = Chart {
             title: "Control: student ASR vs share of triggered public items".into(),
@@ -169,6 +178,7 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             series,
             log_x: false,
             y_range: Some((0.0, 1.05)),
+            legend: SeriesLabelPosition::UpperLeft,
         };
         written.extend(save(&chart, &out.join("control_asr"))?);
     }
@@ -187,6 +197,7 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             series,
             log_x: true,
             y_range: None,
+            legend: SeriesLabelPosition::LowerRight,
         };
         written.extend(save(&chart, &out.join("privacy_utility"))?);
     }
