@@ -120,6 +120,31 @@ fn distinct(rows: &[&Row], f: impl Fn(&Row) -> f64) -> usize {
     v.len()
 }
 
+/// Certified accuracy against radius, on clean and triggered evaluation
+/// items, for the first seed of each number of poisoned teachers.
+fn certified_chart(rows: &[&Row]) -> Option<Chart> {
+    let mut firsts: BTreeMap<usize, &Row> = BTreeMap::new();
+    rows.iter().for_each(|r| {
+        firsts.entry(r.report.poisoned_teachers).or_insert(r);
+    });
+    let curve = |v: &[f64]| v.iter().enumerate().map(|(r, &a)| (r as f64, a)).collect::<Vec<_>>();
+    let mut series = Vec::new();
+    for (m, r) in firsts {
+        let (Some(c), Some(t)) = (&r.report.certified_clean, &r.report.certified_triggered) else { continue };
+        series.push((format!("clean items, {m} poisoned"), curve(&c.certified_accuracy)));
+        series.push((format!("triggered items, {m} poisoned"), curve(&t.certified_accuracy)));
+    }
+    (!series.is_empty()).then(|| Chart {
+        title: "Certified accuracy (DPA) vs radius".into(),
+        x_label: "radius: teachers an attacker may control".into(),
+        y_label: "share correct and certified".into(),
+        series,
+        log_x: false,
+        y_range: Some((0.0, 1.0)),
+        legend: SeriesLabelPosition::UpperRight,
+    })
+}
+
 /// Draws every plot the rows support into `out`; returns the files written.
 pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
@@ -161,6 +186,9 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             legend: SeriesLabelPosition::LowerRight,
         };
         written.extend(save(&acc, &out.join("backdoor_accuracy"))?);
+    }
+    if let Some(chart) = certified_chart(&base) {
+        written.extend(save(&chart, &out.join("certified_accuracy"))?);
     }
     let pt = |r: &Row| r.cell.public_trigger_rate;
     if distinct(&pate, pt) >= 2 {
