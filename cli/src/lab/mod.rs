@@ -76,6 +76,11 @@ pub struct LabReport {
     pub queries_answered: usize,
     /// Data-independent epsilon spent.
     pub epsilon: f64,
+    /// Data-dependent epsilon of the same answers, from the ledger's vote
+    /// histograms (for the operator; releasing it exactly leaks, see
+    /// `pate privacy report` for the smooth-sensitivity release). Absent
+    /// for pure DP (delta 0).
+    pub data_dependent_epsilon: Option<f64>,
     /// Delta of that epsilon (0 for pure DP).
     pub delta: f64,
     /// Laplace scale used.
@@ -184,12 +189,14 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
         s("--out"), path_arg(&student_out)];
     let sr = parties::run_student(children, &bins.student, &a, &student_out, &logs.join("student.log")).await?;
     let student_seconds = t.elapsed().as_secs_f64();
+    let ledger = crate::privacy::ledger_report(&out.join("ledger.db"), args.delta, pate_privacy::Conversion::Classic)?;
 
     let report = LabReport {
         num_teachers: args.teachers,
         queries_asked: sr.queries_asked,
         queries_answered: sr.queries_answered,
         epsilon: sr.epsilon,
+        data_dependent_epsilon: ledger.data_dependent_epsilon,
         delta: sr.delta,
         noise_scale: args.noise_scale,
         student_accuracy: sr.student_accuracy,
@@ -230,6 +237,9 @@ fn print_summary(r: &LabReport, out: &Path) {
     println!("  {:<34} {:>12.4}", "released label accuracy", r.label_accuracy);
     println!("  {:<34} {:>12.4}", "student accuracy", r.student_accuracy);
     println!("  {:<34} {:>12}", "epsilon (data-independent)", format!("{:.2}", r.epsilon));
+    if let Some(eps) = r.data_dependent_epsilon {
+        println!("  {:<34} {:>12}", "epsilon (data-dependent, operator)", format!("{eps:.2}"));
+    }
     println!("  {:<34} {:>12}", "delta", format!("{:e}", r.delta));
     println!("  {:<34} {:>12}", "wall time (s)", format!("{:.1}", r.total_seconds));
     println!("\n  report: {}", out.join("report.json").display());
