@@ -66,3 +66,44 @@ async fn idempotent_retries_and_exhaustion() {
     assert_eq!((r["queries_answered"].as_u64(), r["queries_refused"].as_u64()), (Some(10), Some(6)), "{r}");
     assert!((r["data_independent_epsilon"].as_f64().expect("eps") - 5.0).abs() < 1e-12, "{r}");
 }
+
+/// GNMax and Confident-GNMax through the real service: a threshold no vote
+/// count can reach makes every query an abstention (-1) that costs only the
+/// threshold step; GNMax answers everything.
+#[tokio::test]
+async fn gaussian_mechanisms_answer_and_abstain() {
+    let teacher = start_teacher(&teacher_checkpoint(0)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = teacher.addr.to_string();
+    let label = LabelRequest { request_id: "g".into(), samples: Some(eval_samples(8).to_tensor()) };
+
+    let ledger = dir.path().join("confident.db");
+    let flags = ["--teacher", &t, "--mechanism", "confident-gnmax", "--threshold", "1000", "--sigma1", "1", "--sigma2", "1", "--epsilon-limit", "1e9",
+        "--ledger", ledger.to_str().expect("utf-8")];
+    let agg = start_aggregator(aggregator_config(&flags)).await;
+    let mut client = aggregator_client(agg.addr).await;
+    let r = client.label(label.clone()).await.expect("answered").into_inner();
+    assert_eq!(r.labels, vec![-1; 8], "one teacher never reaches a threshold of 1000");
+    let b = r.budget.expect("budget");
+    assert_eq!((b.queries_answered, b.queries_abstained), (0, 8));
+    assert_eq!(b.mechanism, "confident-gnmax");
+    agg.stop().await.expect("clean shutdown");
+
+    let ledger = dir.path().join("gnmax.db");
+    let flags = ["--teacher", &t, "--mechanism", "gnmax", "--sigma", "0.01", "--epsilon-limit", "1e12", "--ledger", ledger.to_str().expect("utf-8")];
+    let agg = start_aggregator(aggregator_config(&flags)).await;
+    let mut client = aggregator_client(agg.addr).await;
+    let r = client.label(label).await.expect("answered").into_inner();
+    let votes = teacher_client(teacher.addr)
+        .await
+        .vote(pate_proto::v1::VoteRequest { request_id: "v".into(), samples: Some(eval_samples(8).to_tensor()), with_probabilities: false })
+        .await
+        .expect("vote")
+        .into_inner()
+        .labels;
+    let expected: Vec<i32> = votes.iter().map(|&l| i32::from(l)).collect();
+    assert_eq!(r.labels, expected, "with sigma 0.01 GNMax releases the single teacher's vote");
+    assert_eq!(r.budget.expect("budget").queries_answered, 8);
+    agg.stop().await.expect("clean shutdown");
+    teacher.stop().await.expect("clean shutdown");
+}
