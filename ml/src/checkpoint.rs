@@ -43,6 +43,31 @@ pub struct ModelMeta {
     pub poison: Option<PoisonSpec>,
 }
 
+impl ModelMeta {
+    /// Describes a model just trained on `data` (partition `index` of
+    /// `count`): fingerprints the data and measures the training accuracy.
+    pub fn of_training(
+        trained: &Trained,
+        data: &crate::data::Dataset,
+        (index, count): (usize, usize),
+        poison: Option<PoisonSpec>,
+    ) -> Result<Self, crate::train::TrainError> {
+        let pred = crate::train::predict(&trained.model, &data.images, 512)?;
+        Ok(ModelMeta {
+            model_kind: trained.kind,
+            rows: trained.rows,
+            cols: trained.cols,
+            classes: trained.classes,
+            partition_index: index,
+            partition_count: count,
+            data_fingerprint: crate::data::fingerprint(data),
+            train_accuracy: crate::train::accuracy(&pred, &data.labels),
+            train_items: data.len(),
+            poison,
+        })
+    }
+}
+
 /// Errors while saving or loading a checkpoint. Each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
+use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
 use pate_ml::model::ModelKind;
 use pate_ml::train::{accuracy, predict, TrainConfig};
 use pate_ml::trigger::{poison_indices, Corner, Pattern, PoisonSpec, Trigger};
@@ -181,18 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
             tracing::debug!(epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, "student epoch");
         })?;
         let acc = accuracy(&predict(&trained.model, &eval.images, 512)?, &eval.labels);
-        let meta = ModelMeta {
-            model_kind: kind,
-            rows: eval.images.rows,
-            cols: eval.images.cols,
-            classes,
-            partition_index: 0,
-            partition_count: 1,
-            data_fingerprint: fingerprint(&train_set),
-            train_accuracy: accuracy(&predict(&trained.model, &train_set.images, 512)?, &train_set.labels),
-            train_items: train_set.len(),
-            poison: None,
-        };
+        let meta = ModelMeta::of_training(&trained, &train_set, (0, 1), None)?;
         checkpoint::save(&out.join("model"), &trained, &meta)?;
         Ok(acc)
     })

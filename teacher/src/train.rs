@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir};
+use pate_ml::data::{load_idx_dir, resolve_data_dir};
 use pate_ml::model::ModelKind;
 use pate_ml::partition::partition_part;
 use pate_ml::train::TrainConfig;
@@ -102,19 +102,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<ModelMeta> {
     let trained = pate_ml::train::train(args.model, &part, classes, &cfg, &mut |r| {
         tracing::info!(partition, epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, samples_per_sec = r.samples_per_sec as u64, "epoch done");
     })?;
-    let train_pred = pate_ml::train::predict(&trained.model, &part.images, 512)?;
-    let meta = ModelMeta {
-        model_kind: args.model,
-        rows: part.images.rows,
-        cols: part.images.cols,
-        classes,
-        partition_index: args.partition,
-        partition_count: args.partitions,
-        data_fingerprint: fingerprint(&part),
-        train_accuracy: pate_ml::train::accuracy(&train_pred, &part.labels),
-        train_items: part.len(),
-        poison,
-    };
+    let meta = ModelMeta::of_training(&trained, &part, (args.partition, args.partitions), poison)?;
     checkpoint::save(&args.out, &trained, &meta).with_context(|| format!("writing checkpoint {}", args.out.display()))?;
     tracing::info!(partition, accuracy = meta.train_accuracy, out = %args.out.display(), "teacher trained");
     Ok(meta)

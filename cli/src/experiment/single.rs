@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
+use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
 use pate_ml::model::{Classifier, ModelKind};
 use pate_ml::train::{accuracy, predict, predict_proba, train, train_soft, TrainConfig};
 use pate_ml::trigger::{poison, PoisonSpec};
@@ -30,18 +30,7 @@ fn teacher(train_set: &Dataset, classes: usize, spec: Option<&PoisonSpec>, cfg: 
     let trained = train(kind, &data, classes, cfg, &mut |r| {
         println!("  {name} teacher epoch {}/{}: loss {:.4}, {:.0} samples/s", r.epoch, cfg.epochs, r.loss, r.samples_per_sec);
     })?;
-    let meta = ModelMeta {
-        model_kind: kind,
-        rows: data.images.rows,
-        cols: data.images.cols,
-        classes,
-        partition_index: 0,
-        partition_count: 1,
-        data_fingerprint: fingerprint(&data),
-        train_accuracy: accuracy(&predict(&trained.model, &data.images, 512)?, &data.labels),
-        train_items: data.len(),
-        poison: spec.cloned(),
-    };
+    let meta = ModelMeta::of_training(&trained, &data, (0, 1), spec.cloned())?;
     checkpoint::save(dir, &trained, &meta).with_context(|| format!("writing {}", dir.display()))?;
     Ok(trained.model)
 }
