@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench -p pate-ml --bench train` (all cases) or with filters,
 //! e.g. `cargo bench -p pate-ml --bench train -- mlp-6k cnn-6k`. Set
-//! `PATE_BENCH_EPOCHS=N` to override the epoch count. The data is found as
+//! `PATE_BENCH_EPOCHS=N` / `PATE_BENCH_BATCH=N` to override the epoch count
+//! and batch size of `TrainConfig::default()`. The data is found as
 //! `pate_ml::data::resolve_data_dir(None)` finds it. Results go to stdout as
 //! a Markdown table.
 
@@ -33,8 +34,12 @@ fn main() -> anyhow::Result<()> {
     let data = load_idx_dir(&dir)?;
     let classes = data.train.num_classes();
     let mut cfg = TrainConfig::default();
-    if let Some(e) = std::env::var("PATE_BENCH_EPOCHS").ok().and_then(|v| v.parse().ok()) {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(e) = env("PATE_BENCH_EPOCHS") {
         cfg.epochs = e;
+    }
+    if let Some(b) = env("PATE_BENCH_BATCH") {
+        cfg.batch_size = b;
     }
     println!("data: {} ({} train, {} test), config: {cfg:?}", dir.display(), data.train.len(), data.test.len());
     println!("threads: {}", std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into()));

@@ -55,15 +55,15 @@ fn mlp_learns_fashion_mnist_and_checkpoint_round_trips() {
 #[test]
 fn cnn_learns_a_teacher_partition() {
     let d = data();
-    let parts = partition(d.train.len(), 60, 7).expect("partition");
+    let parts = partition(d.train.len(), 30, 7).expect("partition");
     let part = d.train.select(&parts[3]);
-    assert_eq!(part.len(), 1000);
+    assert_eq!(part.len(), 2000);
     let cfg = TrainConfig { epochs: 5, seed: 2, ..TrainConfig::default() };
     let t = train(ModelKind::Cnn, &part, 10, &cfg, &mut |_| {}).expect("train");
     let held_out = d.test.range(0..1000);
     let acc = accuracy(&predict(&t.model, &held_out.images, 250).expect("predict"), &held_out.labels);
-    eprintln!("CNN, 1000 train items, held-out accuracy {acc:.4}");
-    assert!(acc > 0.70, "held-out accuracy {acc}");
+    eprintln!("CNN, 2000 train items, held-out accuracy {acc:.4}");
+    assert!(acc > 0.72, "held-out accuracy {acc}");
 }
 
 #[test]
