@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# One build directory outside the checkout, so fresh clones on the same
+# machine (CI) reuse compiled dependencies; a new machine builds it cold.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pate/target}"
 cargo test --workspace "$@"
