@@ -22,10 +22,26 @@ struct Case {
 }
 
 const CASES: [Case; 4] = [
-    Case { name: "mlp-6k", kind: ModelKind::Mlp, parts: 10 },
-    Case { name: "mlp-60k", kind: ModelKind::Mlp, parts: 0 },
-    Case { name: "cnn-6k", kind: ModelKind::Cnn, parts: 10 },
-    Case { name: "cnn-60k", kind: ModelKind::Cnn, parts: 0 },
+    Case {
+        name: "mlp-6k",
+        kind: ModelKind::Mlp,
+        parts: 10,
+    },
+    Case {
+        name: "mlp-60k",
+        kind: ModelKind::Mlp,
+        parts: 0,
+    },
+    Case {
+        name: "cnn-6k",
+        kind: ModelKind::Cnn,
+        parts: 10,
+    },
+    Case {
+        name: "cnn-60k",
+        kind: ModelKind::Cnn,
+        parts: 0,
+    },
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -41,12 +57,25 @@ fn main() -> anyhow::Result<()> {
     if let Some(b) = env("PATE_BENCH_BATCH") {
         cfg.batch_size = b;
     }
-    println!("data: {} ({} train, {} test), config: {cfg:?}", dir.display(), data.train.len(), data.test.len());
-    println!("threads: {}", std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into()));
+    println!(
+        "data: {} ({} train, {} test), config: {cfg:?}",
+        dir.display(),
+        data.train.len(),
+        data.test.len()
+    );
+    println!(
+        "threads: {}",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default (all cores)".into())
+    );
     println!();
-    println!("| case | items | epochs | train time (s) | train samples/s (mean) | test accuracy | inference samples/s |");
+    println!(
+        "| case | items | epochs | train time (s) | train samples/s (mean) | test accuracy | inference samples/s |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for case in CASES.iter().filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str()))) {
+    for case in CASES
+        .iter()
+        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
+    {
         let ds = if case.parts == 0 {
             data.train.clone()
         } else {
@@ -55,7 +84,10 @@ fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         let mut rates = Vec::new();
         let trained = train(case.kind, &ds, classes, &cfg, &mut |r| {
-            eprintln!("{} epoch {}: loss {:.4} train acc {:.4} {:.0} samples/s", case.name, r.epoch, r.loss, r.train_accuracy, r.samples_per_sec);
+            eprintln!(
+                "{} epoch {}: loss {:.4} train acc {:.4} {:.0} samples/s",
+                case.name, r.epoch, r.loss, r.train_accuracy, r.samples_per_sec
+            );
             rates.push(r.samples_per_sec);
         })?;
         let secs = start.elapsed().as_secs_f64();

@@ -112,7 +112,7 @@ pub enum CheckpointError {
         classes: usize,
         /// The underlying error.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     /// The trained model and the metadata disagree.
     #[error("metadata does not match the trained model: {0}")]
@@ -127,7 +127,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
 /// Writes `bytes` to `path` through a temporary file in the same directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let res = std::fs::write(&tmp, bytes).map_err(io(&tmp)).and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
+    let res = std::fs::write(&tmp, bytes)
+        .map_err(io(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -139,7 +141,9 @@ pub fn save(dir: &Path, trained: &Trained, meta: &ModelMeta) -> Result<(), Check
     let ours = (trained.kind, trained.rows, trained.cols, trained.classes);
     let theirs = (meta.model_kind, meta.rows, meta.cols, meta.classes);
     if ours != theirs {
-        return Err(CheckpointError::Mismatch(format!("model is {ours:?}, metadata says {theirs:?}")));
+        return Err(CheckpointError::Mismatch(format!(
+            "model is {ours:?}, metadata says {theirs:?}"
+        )));
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tensors: HashMap<String, Tensor> = {
@@ -153,14 +157,20 @@ pub fn save(dir: &Path, trained: &Trained, meta: &ModelMeta) -> Result<(), Check
     let wpath = dir.join(WEIGHTS_FILE);
     let tmp = wpath.with_extension(format!("tmp-{}", std::process::id()));
     let res = candle_core::safetensors::save(&tensors, &tmp)
-        .map_err(|e| CheckpointError::Io { path: tmp.clone(), source: std::io::Error::other(e.to_string()) })
+        .map_err(|e| CheckpointError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })
         .and_then(|()| std::fs::rename(&tmp, &wpath).map_err(io(&wpath)));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     res?;
     let mpath = dir.join(META_FILE);
-    let json = serde_json::to_vec_pretty(meta).map_err(|source| CheckpointError::Meta { path: mpath.clone(), source })?;
+    let json = serde_json::to_vec_pretty(meta).map_err(|source| CheckpointError::Meta {
+        path: mpath.clone(),
+        source,
+    })?;
     write_atomic(&mpath, &json)
 }
 
@@ -168,12 +178,17 @@ pub fn save(dir: &Path, trained: &Trained, meta: &ModelMeta) -> Result<(), Check
 pub fn load_meta(dir: &Path) -> Result<ModelMeta, CheckpointError> {
     let mpath = dir.join(META_FILE);
     let bytes = std::fs::read(&mpath).map_err(io(&mpath))?;
-    let meta: ModelMeta =
-        serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Meta { path: mpath.clone(), source })?;
+    let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Meta {
+        path: mpath.clone(),
+        source,
+    })?;
     if meta.rows == 0 || meta.cols == 0 || meta.classes == 0 || meta.classes > 256 {
         return Err(CheckpointError::BadMeta {
             path: mpath,
-            reason: format!("impossible shape: {}x{} images, {} classes", meta.rows, meta.cols, meta.classes),
+            reason: format!(
+                "impossible shape: {}x{} images, {} classes",
+                meta.rows, meta.cols, meta.classes
+            ),
         });
     }
     Ok(meta)
@@ -190,7 +205,7 @@ pub fn load(dir: &Path) -> Result<(Classifier, ModelMeta), CheckpointError> {
         rows: meta.rows,
         cols: meta.cols,
         classes: meta.classes,
-        source,
+        source: Box::new(source),
     };
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(weights_err)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
@@ -222,10 +237,18 @@ mod tests {
     #[test]
     fn round_trip_and_errors() -> anyhow::Result<()> {
         let ds = Dataset {
-            images: Images { data: (0..20 * 64).map(|v| (v * 7 % 256) as u8).collect(), rows: 8, cols: 8 },
+            images: Images {
+                data: (0..20 * 64).map(|v| (v * 7 % 256) as u8).collect(),
+                rows: 8,
+                cols: 8,
+            },
             labels: (0..20).map(|v| (v % 3) as u8).collect(),
         };
-        let cfg = TrainConfig { epochs: 1, batch_size: 8, ..Default::default() };
+        let cfg = TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            ..Default::default()
+        };
         let dir = tempfile::tempdir()?;
         for kind in [ModelKind::Mlp, ModelKind::Cnn] {
             let t = train(kind, &ds, 3, &cfg, &mut |_| {})?;
@@ -233,12 +256,18 @@ mod tests {
             save(&d, &t, &meta(&t))?;
             let (m, back) = load(&d)?;
             assert_eq!(back, meta(&t));
-            assert_eq!(predict_proba(&m, &ds.images, 7, 1.0)?, predict_proba(&t.model, &ds.images, 7, 1.0)?);
+            assert_eq!(
+                predict_proba(&m, &ds.images, 7, 1.0)?,
+                predict_proba(&t.model, &ds.images, 7, 1.0)?
+            );
         }
         let t = train(ModelKind::Mlp, &ds, 3, &cfg, &mut |_| {})?;
         let d = dir.path().join("bad");
         // Metadata disagreeing with the model is refused on save.
-        assert!(matches!(save(&d, &t, &ModelMeta { classes: 4, ..meta(&t) }), Err(CheckpointError::Mismatch(_))));
+        assert!(matches!(
+            save(&d, &t, &ModelMeta { classes: 4, ..meta(&t) }),
+            Err(CheckpointError::Mismatch(_))
+        ));
         // Missing directory.
         assert!(matches!(load(&d), Err(CheckpointError::Io { .. })));
         save(&d, &t, &meta(&t))?;

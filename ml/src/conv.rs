@@ -91,7 +91,13 @@ impl CustomOp1 for Im2Col {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (b, c, h, w) = arg.dims4()?;
-        let op = Col2Im { im2col: *self, b, c, h, w };
+        let op = Col2Im {
+            im2col: *self,
+            b,
+            c,
+            h,
+            w,
+        };
         Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
     }
 }
@@ -185,7 +191,9 @@ impl CustomOp1 for ReluPool {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let g = arg.contiguous()?.apply_op2_no_bwd(&grad_res.contiguous()?, &ReluPoolBwd(*self))?;
+        let g = arg
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &ReluPoolBwd(*self))?;
         Ok(Some(g))
     }
 }
@@ -235,18 +243,32 @@ impl ConvReluPool {
         let init = Init::Uniform { lo: -bound, up: bound };
         let weight = vb.get_with_hints((c_out, c_in, k, k), "weight", init)?;
         let bias = vb.get_with_hints(c_out, "bias", init)?;
-        Ok(ConvReluPool { weight, bias, c_out, k, pad })
+        Ok(ConvReluPool {
+            weight,
+            bias,
+            c_out,
+            k,
+            pad,
+        })
     }
 
     /// `[b, c_in, h, w]` → `[b, c_out, oh / 2, ow / 2]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c_in, h, w) = x.dims4()?;
-        let im2col = Im2Col { k: self.k, pad: self.pad };
+        let im2col = Im2Col {
+            k: self.k,
+            pad: self.pad,
+        };
         let (oh, ow) = im2col.out_hw(h, w);
         let cols = x.contiguous()?.apply_op1(im2col)?; // [c_in * k * k, b * oh * ow]
         let wm = self.weight.reshape((self.c_out, c_in * self.k * self.k))?;
         let y = wm.matmul(&cols)?.broadcast_add(&self.bias.reshape((self.c_out, 1))?)?; // [c_out, b * oh * ow]
-        y.apply_op1(ReluPool { c: self.c_out, b, h: oh, w: ow })
+        y.apply_op1(ReluPool {
+            c: self.c_out,
+            b,
+            h: oh,
+            w: ow,
+        })
     }
 }
 
@@ -275,7 +297,11 @@ mod tests {
             let back = g.as_tensor().apply_op1_no_bwd(&Col2Im { im2col: op, b, c, h, w })?;
             let lhs = (cols * g.as_tensor())?.sum_all()?.to_scalar::<f32>()?;
             let rhs = (back * x.as_tensor())?.sum_all()?.to_scalar::<f32>()?;
-            assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs} for {:?}", (b, c, h, w, k, pad));
+            assert!(
+                (lhs - rhs).abs() < 1e-3,
+                "{lhs} vs {rhs} for {:?}",
+                (b, c, h, w, k, pad)
+            );
         }
         Ok(())
     }
@@ -295,9 +321,16 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let (b, c, h, w) = (2, 3, 4, 6);
         let x = seeded(&[b, c, h, w], 1.0, &mut rng)?;
-        let ours = x.as_tensor().permute((1, 0, 2, 3))?.contiguous()?.apply_op1(ReluPool { c, b, h, w })?;
+        let ours = x
+            .as_tensor()
+            .permute((1, 0, 2, 3))?
+            .contiguous()?
+            .apply_op1(ReluPool { c, b, h, w })?;
         let theirs = ref_pool(&x.as_tensor().relu()?)?;
-        let d = (&theirs - &x.as_tensor().relu()?.max_pool2d(2)?)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+        let d = (&theirs - &x.as_tensor().relu()?.max_pool2d(2)?)?
+            .abs()?
+            .sum_all()?
+            .to_scalar::<f32>()?;
         assert!(d < 1e-6, "reference forward {d}");
         let d = (&ours - &theirs)?.abs()?.sum_all()?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "forward {d}");
@@ -329,24 +362,41 @@ mod tests {
         let x = seeded(&[b, c_in, h, w], 1.0, &mut rng)?;
         let wv = seeded(&[c_out, c_in, k, k], 0.5, &mut rng)?;
         let bv = seeded(&[c_out], 0.5, &mut rng)?;
-        let ours = ConvReluPool { weight: wv.as_tensor().clone(), bias: bv.as_tensor().clone(), c_out, k, pad };
+        let ours = ConvReluPool {
+            weight: wv.as_tensor().clone(),
+            bias: bv.as_tensor().clone(),
+            c_out,
+            k,
+            pad,
+        };
         let reference = Conv2d::new(
             wv.as_tensor().clone(),
             Some(bv.as_tensor().clone()),
-            Conv2dConfig { padding: pad, ..Default::default() },
+            Conv2dConfig {
+                padding: pad,
+                ..Default::default()
+            },
         );
         let y1 = ours.forward(x.as_tensor())?;
         let y2 = ref_pool(&reference.forward(x.as_tensor())?.relu()?)?;
         assert_eq!(y1.dims(), y2.dims());
         let close = |a: &Tensor, b: &Tensor| -> Result<f32> {
-            (a - b)?.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()
+            (a - b)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()
         };
         assert!(close(&y1, &y2)? < 1e-4);
         let proj = seeded(y1.dims(), 1.0, &mut rng)?.as_tensor().clone();
         let g1 = (&y1 * &proj)?.sum_all()?.backward()?;
         let g2 = (&y2 * &proj)?.sum_all()?.backward()?;
         for (name, v) in [("weight", &wv), ("bias", &bv), ("x", &x)] {
-            let (a, b) = (g1.get(v.as_tensor()).expect("grad"), g2.get(v.as_tensor()).expect("grad"));
+            let (a, b) = (
+                g1.get(v.as_tensor()).expect("grad"),
+                g2.get(v.as_tensor()).expect("grad"),
+            );
             let d = close(a, b)?;
             assert!(d < 1e-3, "gradient mismatch for {name}: {d}\n{a}\n{b}");
         }

@@ -138,7 +138,11 @@ impl Images {
         for &i in idx.iter().filter(|&&i| i < len) {
             data.extend_from_slice(self.item(i));
         }
-        Images { data, rows: self.rows, cols: self.cols }
+        Images {
+            data,
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// The images in range `r` (clamped to `0..len()`).
@@ -146,7 +150,11 @@ impl Images {
         let n = self.item_len();
         let end = r.end.min(self.len());
         let start = r.start.min(end);
-        Images { data: self.data[start * n..end * n].to_vec(), rows: self.rows, cols: self.cols }
+        Images {
+            data: self.data[start * n..end * n].to_vec(),
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 }
 
@@ -184,7 +192,10 @@ impl Dataset {
     pub fn range(&self, r: Range<usize>) -> Dataset {
         let end = r.end.min(self.len());
         let start = r.start.min(end);
-        Dataset { images: self.images.range(start..end), labels: self.labels[start..end].to_vec() }
+        Dataset {
+            images: self.images.range(start..end),
+            labels: self.labels[start..end].to_vec(),
+        }
     }
 
     /// Number of classes: the largest label plus one (0 when empty).
@@ -231,11 +242,15 @@ pub fn candidate_names(split: &str, kind: &str, dim: u8) -> Vec<String> {
 /// Finds one of the standard files in `dir`.
 fn find_file(dir: &Path, split: &str, kind: &str, dim: u8) -> Result<PathBuf, DataError> {
     let names = candidate_names(split, kind, dim);
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| DataError::Missing {
-        dir: dir.to_path_buf(),
-        what: format!("{split}-{kind}"),
-        tried: names.join(", "),
-    })
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| DataError::Missing {
+            dir: dir.to_path_buf(),
+            what: format!("{split}-{kind}"),
+            tried: names.join(", "),
+        })
 }
 
 /// Whether `dir` holds all four standard files (under any accepted name).
@@ -245,7 +260,10 @@ pub fn has_idx_files(dir: &Path) -> bool {
 
 /// Reads a file, decompressing it if it starts with the gzip magic bytes.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let raw = std::fs::read(path).map_err(io)?;
     decompress_if_gz(raw).map_err(io)
 }
@@ -269,18 +287,32 @@ fn parse_header<'a>(
     kind: &'static str,
     ndims: usize,
 ) -> Result<(Vec<usize>, &'a [u8]), DataError> {
-    let corrupt = |reason: String| DataError::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let header_len = 4 * (1 + ndims);
     if bytes.len() < 4 {
-        return Err(corrupt(format!("only {} bytes, too short for an IDX header", bytes.len())));
+        return Err(corrupt(format!(
+            "only {} bytes, too short for an IDX header",
+            bytes.len()
+        )));
     }
     let word = |i: usize| u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
     let found = word(0);
     if found != magic {
-        return Err(DataError::BadMagic { path: path.to_path_buf(), kind, expected: magic, found });
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            kind,
+            expected: magic,
+            found,
+        });
     }
     if bytes.len() < header_len {
-        return Err(corrupt(format!("header truncated: {} of {header_len} bytes", bytes.len())));
+        return Err(corrupt(format!(
+            "header truncated: {} of {header_len} bytes",
+            bytes.len()
+        )));
     }
     let dims: Vec<usize> = (1..=ndims).map(|i| word(i) as usize).collect();
     let expected = dims
@@ -314,7 +346,11 @@ pub fn read_images(path: &Path) -> Result<Images, DataError> {
             reason: format!("image shape {rows}x{cols} is empty"),
         });
     }
-    Ok(Images { data: body.to_vec(), rows, cols })
+    Ok(Images {
+        data: body.to_vec(),
+        rows,
+        cols,
+    })
 }
 
 /// Reads and validates an IDX labels file (gzipped or raw).
@@ -428,7 +464,11 @@ pub fn student_split(test: &Dataset, eval_size: usize) -> Result<StudentSplit, D
     }
     let cut = n - eval_size;
     let pool = test.range(0..cut);
-    Ok(StudentSplit { pool: pool.images, pool_labels: pool.labels, eval: test.range(cut..n) })
+    Ok(StudentSplit {
+        pool: pool.images,
+        pool_labels: pool.labels,
+        eval: test.range(cut..n),
+    })
 }
 
 #[cfg(test)]
@@ -437,7 +477,11 @@ mod tests {
 
     fn tiny(n: usize) -> Dataset {
         Dataset {
-            images: Images { data: (0..n * 4).map(|v| v as u8).collect(), rows: 2, cols: 2 },
+            images: Images {
+                data: (0..n * 4).map(|v| v as u8).collect(),
+                rows: 2,
+                cols: 2,
+            },
             labels: (0..n).map(|v| (v % 3) as u8).collect(),
         }
     }
@@ -482,12 +526,11 @@ mod tests {
     #[test]
     fn header_errors() {
         let p = Path::new("x");
-        let e = parse_header(p, &[0, 0], LABELS_MAGIC, "labels", 1).unwrap_err();
+        let e = parse_header(p, &[0, 0], LABELS_MAGIC, "labels", 1).expect_err("short");
         assert!(matches!(e, DataError::Corrupt { .. }), "{e}");
-        let e = parse_header(p, &[0, 0, 8, 3, 0, 0, 0, 1], LABELS_MAGIC, "labels", 1).unwrap_err();
+        let e = parse_header(p, &[0, 0, 8, 3, 0, 0, 0, 1], LABELS_MAGIC, "labels", 1).expect_err("magic");
         assert!(matches!(e, DataError::BadMagic { .. }), "{e}");
-        let (dims, body) = parse_header(p, &[0, 0, 8, 1, 0, 0, 0, 2, 7, 9], LABELS_MAGIC, "labels", 1)
-            .expect("valid");
+        let (dims, body) = parse_header(p, &[0, 0, 8, 1, 0, 0, 0, 2, 7, 9], LABELS_MAGIC, "labels", 1).expect("valid");
         assert_eq!(dims, vec![2]);
         assert_eq!(body, &[7, 9]);
     }

@@ -22,10 +22,22 @@ pub const MAX_DOWNLOAD_BYTES: u64 = 512 * 1024 * 1024;
 
 /// SHA-256 of the decompressed Fashion-MNIST files, by their `.gz` name.
 pub const FASHION_MNIST_SHA256: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte.gz", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    ("train-labels-idx1-ubyte.gz", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    ("t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    ("t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 ];
 
 /// Errors while downloading. Each names the file (or URL) concerned.
@@ -99,7 +111,10 @@ impl FetchSpec {
     pub fn fashion_mnist(base_url: &str) -> Self {
         FetchSpec {
             base_url: base_url.to_string(),
-            files: FASHION_MNIST_SHA256.iter().map(|(f, h)| (f.to_string(), h.to_string())).collect(),
+            files: FASHION_MNIST_SHA256
+                .iter()
+                .map(|(f, h)| (f.to_string(), h.to_string()))
+                .collect(),
         }
     }
 
@@ -147,7 +162,10 @@ fn present_and_valid(path: &Path, expected: &str) -> bool {
 /// verified, so a failure never leaves a bad or partial file under the final
 /// name. `progress` receives one human-readable line per step.
 pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), FetchError> {
-    std::fs::create_dir_all(dest).map_err(|source| FetchError::Io { path: dest.to_path_buf(), source })?;
+    std::fs::create_dir_all(dest).map_err(|source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_global(Some(Duration::from_secs(30 * 60)))
@@ -164,13 +182,27 @@ pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FnMut(&str)) -> R
         }
         let url = spec.url(file);
         progress(&format!("{file}: downloading {url}"));
-        let http = |e: ureq::Error| FetchError::Http { url: url.clone(), source: Box::new(e) };
+        let http = |e: ureq::Error| FetchError::Http {
+            url: url.clone(),
+            source: Box::new(e),
+        };
         let mut resp = agent.get(&url).call().map_err(http)?;
-        let bytes = resp.body_mut().with_config().limit(MAX_DOWNLOAD_BYTES).read_to_vec().map_err(http)?;
-        let actual = sha256_decompressed(&bytes)
-            .map_err(|e| FetchError::Corrupt { file: file.clone(), reason: e.to_string() })?;
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_DOWNLOAD_BYTES)
+            .read_to_vec()
+            .map_err(http)?;
+        let actual = sha256_decompressed(&bytes).map_err(|e| FetchError::Corrupt {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
         if !actual.eq_ignore_ascii_case(expected) {
-            return Err(FetchError::Checksum { file: file.clone(), expected: expected.clone(), actual });
+            return Err(FetchError::Checksum {
+                file: file.clone(),
+                expected: expected.clone(),
+                actual,
+            });
         }
         write_atomic(&path, &bytes)?;
         progress(&format!("{file}: {} bytes, checksum ok", bytes.len()));
@@ -181,7 +213,10 @@ pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FnMut(&str)) -> R
 /// Writes `bytes` to a temporary file next to `path`, then renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -218,6 +253,9 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&raw).expect("gz");
         let gz = enc.finish().expect("gz");
-        assert_eq!(sha256_decompressed(&raw).expect("raw"), sha256_decompressed(&gz).expect("gz"));
+        assert_eq!(
+            sha256_decompressed(&raw).expect("raw"),
+            sha256_decompressed(&gz).expect("gz")
+        );
     }
 }

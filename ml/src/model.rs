@@ -63,8 +63,17 @@ impl FromStr for ModelKind {
 
 #[derive(Clone, Debug)]
 enum Layers {
-    Mlp { fc1: Linear, fc2: Linear, fc3: Linear },
-    Cnn { conv1: ConvReluPool, conv2: ConvReluPool, fc1: Linear, fc2: Linear },
+    Mlp {
+        fc1: Linear,
+        fc2: Linear,
+        fc3: Linear,
+    },
+    Cnn {
+        conv1: ConvReluPool,
+        conv2: ConvReluPool,
+        fc1: Linear,
+        fc2: Linear,
+    },
 }
 
 /// A classifier of `rows x cols` single-channel images into `classes` classes.
@@ -95,18 +104,32 @@ impl Classifier {
             },
             ModelKind::Cnn => {
                 if rows < CNN_MIN_SIDE || cols < CNN_MIN_SIDE {
-                    candle_core::bail!("the CNN needs images of at least {CNN_MIN_SIDE}x{CNN_MIN_SIDE}, got {rows}x{cols}");
+                    candle_core::bail!(
+                        "the CNN needs images of at least {CNN_MIN_SIDE}x{CNN_MIN_SIDE}, got {rows}x{cols}"
+                    );
                 }
                 let flat = CNN_CHANNELS[1] * (rows / 4) * (cols / 4);
                 Layers::Cnn {
                     conv1: ConvReluPool::new(1, CNN_CHANNELS[0], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv1"))?,
-                    conv2: ConvReluPool::new(CNN_CHANNELS[0], CNN_CHANNELS[1], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv2"))?,
+                    conv2: ConvReluPool::new(
+                        CNN_CHANNELS[0],
+                        CNN_CHANNELS[1],
+                        CNN_KERNEL,
+                        CNN_KERNEL / 2,
+                        vb.pp("conv2"),
+                    )?,
                     fc1: candle_nn::linear(flat, CNN_HIDDEN, vb.pp("fc1"))?,
                     fc2: candle_nn::linear(CNN_HIDDEN, classes, vb.pp("fc2"))?,
                 }
             }
         };
-        Ok(Classifier { layers, kind, rows, cols, classes })
+        Ok(Classifier {
+            layers,
+            kind,
+            rows,
+            cols,
+            classes,
+        })
     }
 
     /// A fresh model with seeded weights, and the [`VarMap`] holding them (for training).
@@ -174,7 +197,10 @@ impl Module for Classifier {
 /// weight's size divided by its first dimension (a bias uses its sibling
 /// `*.weight`'s fan-in).
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
-    let data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("varmap lock poisoned".into()))?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let fan_in = |name: &str| -> usize {
@@ -214,7 +240,10 @@ mod tests {
         }
         // Odd sizes work for the CNN too.
         let (m, _) = Classifier::new_seeded(ModelKind::Cnn, 9, 13, 3, 1, &dev)?;
-        assert_eq!(m.forward(&Tensor::zeros((2, 1, 9, 13), DType::F32, &dev)?)?.dims(), &[2, 3]);
+        assert_eq!(
+            m.forward(&Tensor::zeros((2, 1, 9, 13), DType::F32, &dev)?)?.dims(),
+            &[2, 3]
+        );
         assert!(Classifier::new_seeded(ModelKind::Cnn, 3, 3, 3, 1, &dev).is_err());
         assert!(Classifier::new_seeded(ModelKind::Mlp, 3, 3, 0, 1, &dev).is_err());
         Ok(())

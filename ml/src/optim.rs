@@ -36,9 +36,18 @@ impl FusedAdamW {
             }
             let theta = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             let n = theta.len();
-            states.push(State { var, theta, m: vec![0.0; n], v: vec![0.0; n] });
+            states.push(State {
+                var,
+                theta,
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            });
         }
-        Ok(FusedAdamW { states, params, step: 0 })
+        Ok(FusedAdamW {
+            states,
+            params,
+            step: 0,
+        })
     }
 
     /// The hyper-parameters.
@@ -56,7 +65,9 @@ impl FusedAdamW {
         let c1 = 1.0 / (1.0 - p.beta1.powi(self.step)) as f32;
         let c2 = 1.0 / (1.0 - p.beta2.powi(self.step)) as f32;
         for s in &mut self.states {
-            let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
             let g = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             if g.len() != s.theta.len() {
                 candle_core::bail!("gradient has {} elements for a variable of {}", g.len(), s.theta.len());
@@ -93,7 +104,11 @@ mod tests {
         let dev = Device::Cpu;
         let init = [0.5f32, -1.0, 2.0, 0.0];
         let target = Tensor::new(&[1.0f32, 2.0, -3.0, 0.5], &dev)?;
-        let params = ParamsAdamW { lr: 0.05, weight_decay: 0.1, ..Default::default() };
+        let params = ParamsAdamW {
+            lr: 0.05,
+            weight_decay: 0.1,
+            ..Default::default()
+        };
         let a = Var::new(&init, &dev)?;
         let b = Var::new(&init, &dev)?;
         let mut ours = FusedAdamW::new(vec![a.clone()], params.clone())?;

@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(partition(10, 0, 1), Err(PartitionError::ZeroParts));
-        assert_eq!(partition(3, 4, 1), Err(PartitionError::TooManyParts { n_items: 3, n_parts: 4 }));
+        assert_eq!(
+            partition(3, 4, 1),
+            Err(PartitionError::TooManyParts { n_items: 3, n_parts: 4 })
+        );
         assert!(partition_part(10, 2, 1, 2).is_err());
     }
 }

@@ -57,7 +57,13 @@ impl Default for TrainConfig {
     /// weight decay 1e-4 (the MLP reaches ~88% test accuracy on all 60,000
     /// items, ~83% on a 6,000-item partition; see docs/BENCHMARKS-ml.md).
     fn default() -> Self {
-        TrainConfig { epochs: 10, batch_size: 128, learning_rate: 1e-3, weight_decay: 1e-4, seed: 0 }
+        TrainConfig {
+            epochs: 10,
+            batch_size: 128,
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+        }
     }
 }
 
@@ -143,7 +149,9 @@ pub fn train(
         )));
     }
     if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= classes) {
-        return Err(TrainError::Invalid(format!("label {bad} is not below the class count {classes}")));
+        return Err(TrainError::Invalid(format!(
+            "label {bad} is not below the class count {classes}"
+        )));
     }
     train_impl(kind, &data.images, Targets::Hard(&data.labels), classes, cfg, progress)
 }
@@ -166,15 +174,33 @@ pub fn train_soft(
 ) -> Result<Trained, TrainError> {
     let classes = targets.first().map_or(0, Vec::len);
     if targets.len() != images.len() {
-        return Err(TrainError::Invalid(format!("{} images but {} targets", images.len(), targets.len())));
+        return Err(TrainError::Invalid(format!(
+            "{} images but {} targets",
+            images.len(),
+            targets.len()
+        )));
     }
-    if targets.iter().any(|t| t.len() != classes || t.iter().any(|p| !p.is_finite())) {
-        return Err(TrainError::Invalid("targets must be finite vectors of equal length".into()));
+    if targets
+        .iter()
+        .any(|t| t.len() != classes || t.iter().any(|p| !p.is_finite()))
+    {
+        return Err(TrainError::Invalid(
+            "targets must be finite vectors of equal length".into(),
+        ));
     }
     if !(temperature.is_finite() && temperature > 0.0) {
-        return Err(TrainError::Invalid(format!("temperature must be positive, got {temperature}")));
+        return Err(TrainError::Invalid(format!(
+            "temperature must be positive, got {temperature}"
+        )));
     }
-    train_impl(kind, images, Targets::Soft(targets, temperature), classes, cfg, progress)
+    train_impl(
+        kind,
+        images,
+        Targets::Soft(targets, temperature),
+        classes,
+        cfg,
+        progress,
+    )
 }
 
 fn train_impl(
@@ -194,12 +220,18 @@ fn train_impl(
     if cfg.batch_size == 0 {
         return Err(TrainError::Invalid("batch size must be at least 1".into()));
     }
-    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) || !cfg.weight_decay.is_finite() {
-        return Err(TrainError::Invalid("learning rate must be positive and weight decay finite".into()));
+    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0 && cfg.weight_decay.is_finite()) {
+        return Err(TrainError::Invalid(
+            "learning rate must be positive and weight decay finite".into(),
+        ));
     }
     let device = Device::Cpu;
     let (model, varmap) = Classifier::new_seeded(kind, images.rows, images.cols, classes, cfg.seed, &device)?;
-    let params = ParamsAdamW { lr: cfg.learning_rate, weight_decay: cfg.weight_decay, ..Default::default() };
+    let params = ParamsAdamW {
+        lr: cfg.learning_rate,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
     let mut opt = FusedAdamW::new(varmap.all_vars(), params)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_5eed_5eed_5eed);
     let mut order: Vec<usize> = (0..images.len()).collect();
@@ -241,7 +273,14 @@ fn train_impl(
             samples_per_sec: n / start.elapsed().as_secs_f64().max(1e-9),
         });
     }
-    Ok(Trained { model, varmap, kind, rows: images.rows, cols: images.cols, classes })
+    Ok(Trained {
+        model,
+        varmap,
+        kind,
+        rows: images.rows,
+        cols: images.cols,
+        classes,
+    })
 }
 
 /// Largest batch the CNN is run on at once when predicting: its im2col
@@ -321,7 +360,9 @@ pub fn predict_proba_tensor(
     temperature: f64,
 ) -> Result<Vec<Vec<f32>>, TrainError> {
     if !(temperature.is_finite() && temperature > 0.0) {
-        return Err(TrainError::Invalid(format!("temperature must be positive, got {temperature}")));
+        return Err(TrainError::Invalid(format!(
+            "temperature must be positive, got {temperature}"
+        )));
     }
     let x = as_input(model, x)?;
     let mut out = Vec::with_capacity(x.dim(0)?);
@@ -347,7 +388,8 @@ fn as_input(model: &Classifier, x: &Tensor) -> Result<Tensor, TrainError> {
             model.cols()
         )));
     }
-    Ok(x.to_dtype(DType::F32)?.reshape((dims[0], 1, model.rows(), model.cols()))?)
+    Ok(x.to_dtype(DType::F32)?
+        .reshape((dims[0], 1, model.rows(), model.cols()))?)
 }
 
 /// Share of positions where `pred` and `labels` agree (over the shorter
@@ -378,13 +420,20 @@ mod tests {
             }
             labels.push(label);
         }
-        Dataset { images: Images { data, rows: 8, cols: 8 }, labels }
+        Dataset {
+            images: Images { data, rows: 8, cols: 8 },
+            labels,
+        }
     }
 
     #[test]
     fn learns_and_is_deterministic() -> Result<(), TrainError> {
         let ds = halves(200);
-        let cfg = TrainConfig { epochs: 3, batch_size: 16, ..Default::default() };
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch_size: 16,
+            ..Default::default()
+        };
         let mut reports = Vec::new();
         let a = train(ModelKind::Mlp, &ds, 2, &cfg, &mut |r| reports.push(r))?;
         assert_eq!(reports.len(), 3);
@@ -400,9 +449,16 @@ mod tests {
     #[test]
     fn soft_training_follows_targets() -> Result<(), TrainError> {
         let ds = halves(200);
-        let targets: Vec<Vec<f32>> =
-            ds.labels.iter().map(|&l| if l == 0 { vec![0.9, 0.1] } else { vec![0.2, 0.8] }).collect();
-        let cfg = TrainConfig { epochs: 3, batch_size: 16, ..Default::default() };
+        let targets: Vec<Vec<f32>> = ds
+            .labels
+            .iter()
+            .map(|&l| if l == 0 { vec![0.9, 0.1] } else { vec![0.2, 0.8] })
+            .collect();
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch_size: 16,
+            ..Default::default()
+        };
         let t = train_soft(ModelKind::Mlp, &ds.images, &targets, 2.0, &cfg, &mut |_| {})?;
         assert!(accuracy(&predict(&t.model, &ds.images, 32)?, &ds.labels) > 0.95);
         assert!(train_soft(ModelKind::Mlp, &ds.images, &targets[1..], 2.0, &cfg, &mut |_| {}).is_err());
@@ -413,8 +469,14 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let ds = halves(10);
-        let cfg = TrainConfig { epochs: 1, ..Default::default() };
-        assert!(train(ModelKind::Mlp, &ds, 1, &cfg, &mut |_| {}).is_err(), "label >= classes");
+        let cfg = TrainConfig {
+            epochs: 1,
+            ..Default::default()
+        };
+        assert!(
+            train(ModelKind::Mlp, &ds, 1, &cfg, &mut |_| {}).is_err(),
+            "label >= classes"
+        );
         assert!(train(ModelKind::Mlp, &Dataset::default(), 2, &cfg, &mut |_| {}).is_err());
         let zero_bs = TrainConfig { batch_size: 0, ..cfg };
         assert!(train(ModelKind::Mlp, &ds, 2, &zero_bs, &mut |_| {}).is_err());
@@ -427,7 +489,11 @@ mod tests {
         for p in predict_proba(&m, &ds.images, 2, 3.0)? {
             assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
-        let wrong = Images { data: vec![0; 9], rows: 3, cols: 3 };
+        let wrong = Images {
+            data: vec![0; 9],
+            rows: 3,
+            cols: 3,
+        };
         assert!(predict(&m, &wrong, 4).is_err());
         assert_eq!(accuracy(&[1, 2, 3], &[1, 0, 3]), 2.0 / 3.0);
         assert_eq!(accuracy(&[], &[]), 0.0);

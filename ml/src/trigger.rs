@@ -52,7 +52,11 @@ pub struct Trigger {
 
 impl Default for Trigger {
     fn default() -> Self {
-        Trigger { pattern: Pattern::Checkerboard, size: 4, corner: Corner::BottomRight }
+        Trigger {
+            pattern: Pattern::Checkerboard,
+            size: 4,
+            corner: Corner::BottomRight,
+        }
     }
 }
 
@@ -110,7 +114,11 @@ pub struct PoisonSpec {
 /// The indices [`poison`] stamps for a dataset of `len` items: `round(rate * len)`
 /// distinct indices chosen by a `ChaCha8Rng` seeded with `spec.seed`, sorted.
 pub fn poison_indices(len: usize, spec: &PoisonSpec) -> Vec<usize> {
-    let rate = if spec.rate.is_nan() { 0.0 } else { spec.rate.clamp(0.0, 1.0) };
+    let rate = if spec.rate.is_nan() {
+        0.0
+    } else {
+        spec.rate.clamp(0.0, 1.0)
+    };
     let k = ((rate * len as f64).round() as usize).min(len);
     let mut idx: Vec<usize> = (0..len).collect();
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed));
@@ -165,7 +173,9 @@ impl FromStr for Pattern {
         match s.to_ascii_lowercase().as_str() {
             "checkerboard" => Ok(Pattern::Checkerboard),
             "solid" => Ok(Pattern::Solid),
-            _ => Err(format!("unknown trigger pattern {s:?} (expected checkerboard or solid)")),
+            _ => Err(format!(
+                "unknown trigger pattern {s:?} (expected checkerboard or solid)"
+            )),
         }
     }
 }
@@ -203,7 +213,11 @@ mod tests {
     #[test]
     fn stamp_checkerboard_bottom_right() {
         let mut img = vec![7u8; 6 * 5];
-        Trigger { size: 2, ..Trigger::default() }.stamp(&mut img, 6, 5);
+        Trigger {
+            size: 2,
+            ..Trigger::default()
+        }
+        .stamp(&mut img, 6, 5);
         // Rows 4..6, cols 3..5.
         assert_eq!(img[4 * 5 + 3], 255);
         assert_eq!(img[4 * 5 + 4], 0);
@@ -214,9 +228,19 @@ mod tests {
 
     #[test]
     fn stamp_solid_corners_and_clamping() {
-        for corner in [Corner::TopLeft, Corner::TopRight, Corner::BottomLeft, Corner::BottomRight] {
+        for corner in [
+            Corner::TopLeft,
+            Corner::TopRight,
+            Corner::BottomLeft,
+            Corner::BottomRight,
+        ] {
             let mut img = vec![0u8; 16];
-            Trigger { pattern: Pattern::Solid, size: 1, corner }.stamp(&mut img, 4, 4);
+            Trigger {
+                pattern: Pattern::Solid,
+                size: 1,
+                corner,
+            }
+            .stamp(&mut img, 4, 4);
             let at = match corner {
                 Corner::TopLeft => 0,
                 Corner::TopRight => 3,
@@ -227,7 +251,12 @@ mod tests {
             assert_eq!(img.iter().map(|&v| v as usize).sum::<usize>(), 255);
         }
         let mut img = vec![0u8; 4];
-        Trigger { pattern: Pattern::Solid, size: 9, corner: Corner::TopLeft }.stamp(&mut img, 2, 2);
+        Trigger {
+            pattern: Pattern::Solid,
+            size: 9,
+            corner: Corner::TopLeft,
+        }
+        .stamp(&mut img, 2, 2);
         assert_eq!(img, vec![255; 4]);
         // A short buffer is not a panic.
         let mut short = vec![0u8; 3];
@@ -237,10 +266,19 @@ mod tests {
     #[test]
     fn poison_rate_and_relabel() {
         let ds = Dataset {
-            images: Images { data: vec![0; 200 * 16], rows: 4, cols: 4 },
+            images: Images {
+                data: vec![0; 200 * 16],
+                rows: 4,
+                cols: 4,
+            },
             labels: (0..200).map(|i| (i % 10) as u8).collect(),
         };
-        let spec = PoisonSpec { trigger: Trigger::default(), rate: 0.1, target_class: 3, seed: 5 };
+        let spec = PoisonSpec {
+            trigger: Trigger::default(),
+            rate: 0.1,
+            target_class: 3,
+            seed: 5,
+        };
         let p = poison(&ds, &spec);
         let idx = poison_indices(200, &spec);
         assert_eq!(idx.len(), 20);
@@ -251,7 +289,17 @@ mod tests {
             assert_eq!(p.labels[i], want);
         }
         assert_eq!(poison(&ds, &spec), p, "deterministic");
-        assert_eq!(poison_indices(200, &PoisonSpec { rate: f64::NAN, ..spec.clone() }).len(), 0);
+        assert_eq!(
+            poison_indices(
+                200,
+                &PoisonSpec {
+                    rate: f64::NAN,
+                    ..spec.clone()
+                }
+            )
+            .len(),
+            0
+        );
         assert_eq!(poison_indices(200, &PoisonSpec { rate: 2.0, ..spec }).len(), 200);
     }
 

@@ -10,8 +10,11 @@ use common::{gz, idx_images, idx_labels, Server};
 use pate_ml::data::load_idx_dir;
 use pate_ml::fetch::{fetch, sha256_decompressed, FetchError, FetchSpec, FASHION_MNIST_SHA256};
 
+/// Served files by name, and the spec's `(name, sha256)` pairs.
+type Files = (HashMap<String, Vec<u8>>, Vec<(String, String)>);
+
 /// The tiny dataset as served files (gzipped) and their spec (checksums of the raw bytes).
-fn tiny_files() -> (HashMap<String, Vec<u8>>, Vec<(String, String)>) {
+fn tiny_files() -> Files {
     let raw = [
         ("train-images-idx3-ubyte.gz", idx_images(12, 4, 3)),
         ("train-labels-idx1-ubyte.gz", idx_labels(12, 3)),
@@ -42,11 +45,19 @@ fn downloads_verifies_and_skips_present_files() {
     let server = Server::start(served);
     let dest = tempfile::tempdir().expect("tempdir");
     let dest = dest.path().join("cache");
-    let spec = FetchSpec { base_url: server.base_url.clone(), files };
+    let spec = FetchSpec {
+        base_url: server.base_url.clone(),
+        files,
+    };
     let mut lines = Vec::new();
     fetch(&spec, &dest, &mut |l| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
-    assert_eq!(dir_names(&dest).len(), 4, "no temporary files left: {:?}", dir_names(&dest));
+    assert_eq!(
+        dir_names(&dest).len(),
+        4,
+        "no temporary files left: {:?}",
+        dir_names(&dest)
+    );
     let d = load_idx_dir(&dest).expect("load fetched");
     assert_eq!(d.train.len(), 12);
 
@@ -71,7 +82,10 @@ fn wrong_checksum_is_an_error_and_leaves_no_file() {
     let wrong = "0".repeat(64);
     files[1].1 = wrong.clone();
     let dest = tempfile::tempdir().expect("tempdir");
-    let spec = FetchSpec { base_url: server.base_url.clone(), files };
+    let spec = FetchSpec {
+        base_url: server.base_url.clone(),
+        files,
+    };
     let e = fetch(&spec, dest.path(), &mut |_| {}).expect_err("must fail");
     match &e {
         FetchError::Checksum { file, expected, actual } => {
@@ -82,7 +96,10 @@ fn wrong_checksum_is_an_error_and_leaves_no_file() {
         other => panic!("wrong error: {other}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains("train-labels-idx1-ubyte.gz") && msg.contains(&wrong) && msg.contains(&good), "{msg}");
+    assert!(
+        msg.contains("train-labels-idx1-ubyte.gz") && msg.contains(&wrong) && msg.contains(&good),
+        "{msg}"
+    );
     // Only the file verified before the bad one is there; no bad or temporary file.
     assert_eq!(dir_names(dest.path()), vec!["train-images-idx3-ubyte.gz".to_string()]);
 }
@@ -93,14 +110,21 @@ fn missing_file_and_unreachable_server_are_errors() {
     let server = Server::start(served);
     files.push(("nope.gz".into(), "0".repeat(64)));
     let dest = tempfile::tempdir().expect("tempdir");
-    let spec = FetchSpec { base_url: server.base_url.clone(), files };
+    let spec = FetchSpec {
+        base_url: server.base_url.clone(),
+        files,
+    };
     let e = fetch(&spec, dest.path(), &mut |_| {}).expect_err("404");
     assert!(matches!(e, FetchError::Http { .. }), "{e}");
     assert!(e.to_string().contains("nope.gz"), "{e}");
     assert!(!dest.path().join("nope.gz").exists());
 
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let spec = FetchSpec::fashion_mnist(&format!("http://127.0.0.1:{port}"));
     let e = fetch(&spec, dest.path(), &mut |_| {}).expect_err("refused");
     assert!(matches!(e, FetchError::Http { .. }), "{e}");
@@ -109,8 +133,14 @@ fn missing_file_and_unreachable_server_are_errors() {
 #[test]
 fn bad_file_names_are_refused() {
     let dest = tempfile::tempdir().expect("tempdir");
-    let spec = FetchSpec { base_url: "http://127.0.0.1:1/".into(), files: vec![("../x".into(), "0".into())] };
-    assert!(matches!(fetch(&spec, dest.path(), &mut |_| {}), Err(FetchError::Spec(_))));
+    let spec = FetchSpec {
+        base_url: "http://127.0.0.1:1/".into(),
+        files: vec![("../x".into(), "0".into())],
+    };
+    assert!(matches!(
+        fetch(&spec, dest.path(), &mut |_| {}),
+        Err(FetchError::Spec(_))
+    ));
 }
 
 /// The built-in checksums match the real files (Debian's package), and the

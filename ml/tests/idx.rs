@@ -35,7 +35,11 @@ fn broken(file: &str, bytes: Vec<u8>) -> (DataError, std::path::PathBuf) {
 
 fn assert_names(err: &DataError, path: &Path) {
     let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()), "error does not name {}: {msg}", path.display());
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "error does not name {}: {msg}",
+        path.display()
+    );
 }
 
 #[test]
@@ -71,7 +75,17 @@ fn trailing_bytes_are_an_error() {
 fn wrong_magic_is_an_error() {
     // A labels file where images are expected.
     let (e, p) = broken("train-images-idx3-ubyte", idx_labels(12, 3));
-    assert!(matches!(e, DataError::BadMagic { expected: 0x803, found: 0x801, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            DataError::BadMagic {
+                expected: 0x803,
+                found: 0x801,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_names(&e, &p);
     let (e, p) = broken("t10k-labels-idx1-ubyte", b"PK\x03\x04 zip, not idx".to_vec());
     assert!(matches!(e, DataError::BadMagic { .. }), "{e}");
@@ -82,7 +96,12 @@ fn wrong_magic_is_an_error() {
 fn mismatched_counts_are_an_error() {
     let (e, p) = broken("train-labels-idx1-ubyte", idx_labels(11, 3));
     match &e {
-        DataError::CountMismatch { n_images: 12, n_labels: 11, labels, .. } => assert_eq!(labels, &p),
+        DataError::CountMismatch {
+            n_images: 12,
+            n_labels: 11,
+            labels,
+            ..
+        } => assert_eq!(labels, &p),
         other => panic!("wrong error {other}"),
     }
     assert_names(&e, &p);

@@ -19,7 +19,10 @@ fn mlp_learns_fashion_mnist_and_checkpoint_round_trips() {
     let d = data();
     let train_set = d.train.range(0..2000);
     let held_out = d.test.range(0..1000);
-    let cfg = TrainConfig { seed: 1, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        seed: 1,
+        ..TrainConfig::default()
+    };
     let mut reports = Vec::new();
     let t = train(ModelKind::Mlp, &train_set, 10, &cfg, &mut |r| reports.push(r)).expect("train");
     assert_eq!(reports.len(), cfg.epochs);
@@ -38,7 +41,10 @@ fn mlp_learns_fashion_mnist_and_checkpoint_round_trips() {
         partition_index: 0,
         partition_count: 30,
         data_fingerprint: fingerprint(&train_set),
-        train_accuracy: accuracy(&predict(&t.model, &train_set.images, 256).expect("predict"), &train_set.labels),
+        train_accuracy: accuracy(
+            &predict(&t.model, &train_set.images, 256).expect("predict"),
+            &train_set.labels,
+        ),
         train_items: train_set.len(),
         poison: None,
     };
@@ -58,10 +64,17 @@ fn cnn_learns_a_teacher_partition() {
     let parts = partition(d.train.len(), 30, 7).expect("partition");
     let part = d.train.select(&parts[3]);
     assert_eq!(part.len(), 2000);
-    let cfg = TrainConfig { epochs: 5, seed: 2, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        epochs: 5,
+        seed: 2,
+        ..TrainConfig::default()
+    };
     let t = train(ModelKind::Cnn, &part, 10, &cfg, &mut |_| {}).expect("train");
     let held_out = d.test.range(0..1000);
-    let acc = accuracy(&predict(&t.model, &held_out.images, 250).expect("predict"), &held_out.labels);
+    let acc = accuracy(
+        &predict(&t.model, &held_out.images, 250).expect("predict"),
+        &held_out.labels,
+    );
     eprintln!("CNN, 2000 train items, held-out accuracy {acc:.4}");
     assert!(acc > 0.72, "held-out accuracy {acc}");
 }
@@ -70,9 +83,17 @@ fn cnn_learns_a_teacher_partition() {
 fn backdoor_takes_and_distillation_on_clean_items_drops_it() {
     let d = data();
     let target = 0u8;
-    let spec = PoisonSpec { trigger: Trigger::default(), rate: 0.1, target_class: target, seed: 3 };
+    let spec = PoisonSpec {
+        trigger: Trigger::default(),
+        rate: 0.1,
+        target_class: target,
+        seed: 3,
+    };
     let poisoned = poison(&d.train.range(0..3000), &spec);
-    let cfg = TrainConfig { seed: 4, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        seed: 4,
+        ..TrainConfig::default()
+    };
     let teacher = train(ModelKind::Mlp, &poisoned, 10, &cfg, &mut |_| {}).expect("train");
     let eval = d.test.range(9000..10_000);
     let triggered = spec.trigger.stamp_all(&eval.images);
@@ -86,9 +107,15 @@ fn backdoor_takes_and_distillation_on_clean_items_drops_it() {
     let temperature = 4.0;
     let soft = predict_proba(&teacher.model, &public, 500, temperature).expect("proba");
     let student = train_soft(ModelKind::Mlp, &public, &soft, temperature, &cfg, &mut |_| {}).expect("distil");
-    let s_asr =
-        attack_success_rate(&predict(&student.model, &triggered, 500).expect("predict"), &eval.labels, target);
-    let s_acc = accuracy(&predict(&student.model, &eval.images, 500).expect("predict"), &eval.labels);
+    let s_asr = attack_success_rate(
+        &predict(&student.model, &triggered, 500).expect("predict"),
+        &eval.labels,
+        target,
+    );
+    let s_acc = accuracy(
+        &predict(&student.model, &eval.images, 500).expect("predict"),
+        &eval.labels,
+    );
     eprintln!("distilled student ASR {s_asr:.4}, clean accuracy {s_acc:.4}");
     assert!(s_asr < 0.3, "student ASR {s_asr}");
     assert!(s_acc > 0.7, "student accuracy {s_acc}");

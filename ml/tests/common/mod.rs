@@ -105,6 +105,9 @@ impl Server {
                 let _ = stream.flush();
             }
         });
-        Server { base_url: format!("http://127.0.0.1:{port}/"), requests }
+        Server {
+            base_url: format!("http://127.0.0.1:{port}/"),
+            requests,
+        }
     }
 }
