@@ -55,7 +55,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     /// Tuned for Fashion-MNIST on a small CPU: 10 epochs, batch 128, lr 1e-3,
     /// weight decay 1e-4 (the MLP reaches ~88% test accuracy on all 60,000
-    /// items, ~83% on a 6,000-item partition; see docs/BENCHMARKS-ml.md).
+    /// items, ~83% on a 6,000-item partition; see docs/BENCHMARKS.md).
     fn default() -> Self {
         TrainConfig {
             epochs: 10,
