@@ -7,4 +7,6 @@ scripts/setup.sh
 # One build directory outside the checkout, so fresh clones on the same
 # machine (CI) reuse compiled dependencies; a new machine builds it cold.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pate/target}"
+# The end-to-end tests run the real binaries: build them first.
+cargo build --workspace --bins
 cargo test --workspace "$@"
