@@ -42,6 +42,10 @@ pub struct BackdoorArgs {
     /// How many teachers (the first M) have poisoned partitions (PATE mode).
     #[arg(long, default_value_t = 1)]
     pub poisoned_teachers: usize,
+    /// Which teachers are poisoned, by index (e.g. `2,7`), instead of the
+    /// first --poisoned-teachers (PATE mode).
+    #[arg(long, value_delimiter = ',', conflicts_with = "poisoned_teachers")]
+    pub poisoned_ids: Vec<usize>,
     /// Share of each poisoned partition (single mode: of the whole training
     /// set) stamped with the trigger and relabelled to --target.
     #[arg(long, default_value_t = 0.1)]
@@ -119,6 +123,25 @@ impl BackdoorArgs {
         self.cache.clone().unwrap_or_else(|| self.out.join("cache"))
     }
 
+    /// Indices of the poisoned teachers: --poisoned-ids if given, else the
+    /// first --poisoned-teachers; an index out of range or repeated is an error.
+    pub fn poisoned_set(&self) -> anyhow::Result<Vec<usize>> {
+        let n = self.teachers;
+        if self.poisoned_ids.is_empty() {
+            anyhow::ensure!(self.poisoned_teachers <= n, "--poisoned-teachers {} is more than --teachers {n}", self.poisoned_teachers);
+            return Ok((0..self.poisoned_teachers).collect());
+        }
+        let mut ids = self.poisoned_ids.clone();
+        ids.sort_unstable();
+        if let Some(&bad) = ids.iter().find(|&&i| i >= n) {
+            anyhow::bail!("--poisoned-ids names teacher {bad}, but teachers are numbered 0..{n}");
+        }
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            anyhow::bail!("--poisoned-ids names teacher {} twice", w[0]);
+        }
+        Ok(ids)
+    }
+
     /// Concurrent training jobs.
     pub fn parallel(&self) -> usize {
         self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -146,6 +169,9 @@ pub struct BackdoorReport {
     pub num_teachers: usize,
     /// Poisoned teachers (single mode: 1).
     pub poisoned_teachers: usize,
+    /// Their indices (single mode: [0]).
+    #[serde(default)]
+    pub poisoned_ids: Vec<usize>,
     /// Poison rate.
     pub poison_rate: f64,
     /// Target class.
@@ -243,4 +269,32 @@ fn print_summary(r: &BackdoorReport) {
     println!("  {:<40} {:>10}", "epsilon", o(r.epsilon));
     println!("  {:<40} {:>10}", "certified share of queries", o(r.certified_share));
     println!("  {:<40} {:>10.1}", "wall time (s)", r.total_seconds);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::BackdoorArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BackdoorArgs,
+    }
+
+    fn parse(flags: &[&str]) -> Result<BackdoorArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("backdoor").chain(flags.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn poisoned_teachers_by_count_or_by_list() {
+        assert_eq!(parse(&["--poisoned-teachers", "3"]).unwrap().poisoned_set().unwrap(), vec![0, 1, 2]);
+        assert_eq!(parse(&["--poisoned-ids", "7,2"]).unwrap().poisoned_set().unwrap(), vec![2, 7]);
+        assert!(parse(&["--poisoned-ids", "2", "--poisoned-teachers", "1"]).is_err(), "count and list conflict");
+        let out_of_range = parse(&["--teachers", "5", "--poisoned-ids", "5"]).unwrap().poisoned_set().unwrap_err();
+        assert!(out_of_range.to_string().contains("numbered 0..5"), "{out_of_range}");
+        assert!(parse(&["--poisoned-ids", "1,1"]).unwrap().poisoned_set().is_err(), "repeated index");
+        assert!(parse(&["--teachers", "2", "--poisoned-teachers", "3"]).unwrap().poisoned_set().is_err());
+    }
 }

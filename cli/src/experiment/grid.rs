@@ -31,8 +31,10 @@ pub struct Cell {
     pub mode: Mode,
     /// Teachers.
     pub teachers: usize,
-    /// Poisoned teachers (the first M).
+    /// Poisoned teachers (the first M, unless `poisoned_ids` is given).
     pub poisoned_teachers: usize,
+    /// Poisoned teachers by index (a list is one value; a list of lists is an axis).
+    pub poisoned_ids: Vec<usize>,
     /// Poison rate.
     pub poison_rate: f64,
     /// LNMax Laplace scale.
@@ -71,6 +73,7 @@ impl Default for Cell {
             mode: Mode::Pate,
             teachers: 10,
             poisoned_teachers: 1,
+            poisoned_ids: Vec::new(),
             poison_rate: 0.1,
             noise_scale: 2.0,
             queries: 1000,
@@ -96,10 +99,18 @@ impl Cell {
         match self.mode {
             Mode::Pate => format!(
                 "pate-n{}-m{}-p{}-b{}-q{}-pt{}-s{}",
-                self.teachers, self.poisoned_teachers, self.poison_rate, self.noise_scale, self.queries, self.public_trigger_rate, self.seed
+                self.teachers, self.poisoned(), self.poison_rate, self.noise_scale, self.queries, self.public_trigger_rate, self.seed
             ),
             Mode::Single => format!("single-p{}-q{}-T{}-pt{}-s{}", self.poison_rate, self.queries, self.temperature, self.public_trigger_rate, self.seed),
         }
+    }
+
+    /// `poisoned_teachers`, or the listed indices joined by `_` (`0_5`).
+    fn poisoned(&self) -> String {
+        if self.poisoned_ids.is_empty() {
+            return self.poisoned_teachers.to_string();
+        }
+        self.poisoned_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join("_")
     }
 
     /// The `pate experiment backdoor` arguments of this cell.
@@ -108,6 +119,7 @@ impl Cell {
             data,
             teachers: self.teachers,
             poisoned_teachers: self.poisoned_teachers,
+            poisoned_ids: self.poisoned_ids.clone(),
             poison_rate: self.poison_rate,
             queries: self.queries,
             mode: self.mode,
@@ -179,6 +191,8 @@ pub fn parse(text: &str) -> anyhow::Result<Grid> {
         let axes: Vec<(String, Vec<Value>)> = merged
             .into_iter()
             .map(|(k, v)| match v {
+                // A flat list of indices is one value of `poisoned_ids`.
+                Value::Array(a) if k == "poisoned_ids" && (a.is_empty() || !a.iter().all(Value::is_array)) => Ok((k, vec![Value::Array(a)])),
                 Value::Array(a) if a.is_empty() => bail!("grid {g}: `{k}` is an empty list"),
                 Value::Array(a) => Ok((k, a)),
                 v => Ok((k, vec![v])),
@@ -243,6 +257,15 @@ mod tests {
         assert!(g.cells[6..].iter().all(|c| c.mode == Mode::Single && c.queries == 9000 && c.teachers == 20));
         // Untouched fields keep the defaults.
         assert_eq!(g.cells[0].noise_scale, Cell::default().noise_scale);
+    }
+
+    #[test]
+    fn poisoned_ids_is_one_list_or_an_axis_of_lists() {
+        let g = parse("[[grid]]\npoisoned_ids = [2, 7]\n[[grid]]\npoisoned_ids = [[0], [4, 9]]\n").expect("parse");
+        let ids: Vec<Vec<usize>> = g.cells.iter().map(|c| c.poisoned_ids.clone()).collect();
+        assert_eq!(ids, vec![vec![2, 7], vec![0], vec![4, 9]]);
+        assert_eq!(g.cells[2].slug(), "pate-n10-m4_9-p0.1-b2-q1000-pt0-s0");
+        assert!(parse("[[grid]]\npoisoned_ids = [\"a\"]\n").is_err(), "not indices");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod pate;
 pub mod plots;
 pub mod runner;
 pub mod single;
+pub mod summary;
 pub mod teachers;
 
 /// Experiments.

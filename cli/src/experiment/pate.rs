@@ -1,8 +1,9 @@
-//! PATE mode of a backdoor experiment, on the real processes: the first M
-//! teachers train on poisoned partitions; every teacher is served as its own
-//! process; the operator asks them for noise-free votes (no budget: nothing
-//! leaves the operator); an aggregator process answers the student process,
-//! which learns from noisy labels on pristine public items. The reference
+//! PATE mode of a backdoor experiment, on the real processes: M teachers
+//! (the first M, or those listed) train on poisoned partitions; every
+//! teacher is served as its own process; the operator asks them for
+//! noise-free votes (no budget: nothing leaves the operator); an aggregator
+//! process answers the student process, which learns from noisy labels on
+//! pristine public items. The reference
 //! run is the same with all teachers clean (cached across grid cells).
 
 use std::net::SocketAddr;
@@ -47,8 +48,10 @@ fn select(votes: &[Vec<u8>], idx: &[usize]) -> Vec<Vec<u8>> {
 
 async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Result<BackdoorReport> {
     let started = Instant::now();
-    let (n, m) = (args.teachers, args.poisoned_teachers);
-    anyhow::ensure!(n > 0 && m <= n, "need 1 <= --teachers and --poisoned-teachers <= --teachers");
+    let n = args.teachers;
+    anyhow::ensure!(n > 0, "--teachers must be at least 1");
+    let poisoned_ids = args.poisoned_set()?;
+    let m = poisoned_ids.len();
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let data_dir = resolve_data_dir(args.data.as_deref())?;
     let dd = data_dir.clone();
@@ -58,7 +61,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let dirs = RunDirs::create(&args.out)?;
     let cache = args.cache_dir();
     let trigger = args.trigger();
-    println!("pate experiment backdoor (pate): {n} teachers, {m} poisoned at rate {}, {} queries, Laplace scale {}", args.poison_rate, args.queries, args.noise_scale);
+    println!("pate experiment backdoor (pate): {n} teachers, {m} poisoned ({poisoned_ids:?}) at rate {}, {} queries, Laplace scale {}", args.poison_rate, args.queries, args.noise_scale);
 
     let eval = split.eval.clone();
     let eval_trig = trigger.stamp_all(&eval.images);
@@ -77,7 +80,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
         epochs: args.teacher_epochs,
         poison: poisoned.then(|| (args.poison_rate, args.target, trigger.clone())),
     };
-    let attacked: Vec<TeacherSpec> = (0..n).map(|i| spec(i, i < m && args.poison_rate > 0.0)).collect();
+    let attacked: Vec<TeacherSpec> = (0..n).map(|i| spec(i, poisoned_ids.contains(&i) && args.poison_rate > 0.0)).collect();
     let clean: Vec<TeacherSpec> = (0..n).map(|i| spec(i, false)).collect();
     let ref_key = config_hash(&(&clean, args.noise_scale, args.queries, args.seed, args.public_trigger_rate, args.student_epochs, args.eval_size, args.delta, &trigger, args.target, "pate-v1"));
     let ref_path = cache.join(format!("reference-{ref_key}.json"));
@@ -153,6 +156,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
         mode: args.mode,
         num_teachers: n,
         poisoned_teachers: m,
+        poisoned_ids,
         poison_rate: args.poison_rate,
         target: args.target,
         trigger,

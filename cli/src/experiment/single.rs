@@ -112,6 +112,7 @@ fn run_blocking(args: &BackdoorArgs, data_dir: &Path, started: Instant) -> anyho
         mode: args.mode,
         num_teachers: 1,
         poisoned_teachers: 1,
+        poisoned_ids: vec![0],
         poison_rate: args.poison_rate,
         target: args.target,
         trigger,
