@@ -112,8 +112,8 @@ impl std::fmt::Debug for Trained {
 enum Targets<'a> {
     /// Hard labels.
     Hard(&'a [u8]),
-    /// Probability vectors (one per item, `classes` long) and the temperature.
-    Soft(&'a [Vec<f32>], f64),
+    /// Probability vectors (one per item, `classes` long) and the loss.
+    Soft(&'a [Vec<f32>], Distillation),
 }
 
 /// Converts images to `f32 [n, 1, rows, cols]` scaled to `[0, 1]`.
@@ -172,6 +172,31 @@ pub fn train_soft(
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(EpochReport),
 ) -> Result<Trained, TrainError> {
+    let loss = Distillation { temperature, hard_weight: 0.0 };
+    train_distil(kind, images, targets, loss, cfg, progress)
+}
+
+/// The distillation loss of [`train_distil`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Distillation {
+    /// Temperature T of the soft term.
+    pub temperature: f64,
+    /// Weight of Hinton et al.'s second, hard term (in `[0, 1]`; 0 = soft
+    /// targets only): the cross-entropy at temperature 1 against the targets'
+    /// argmax (the teacher's own label, when the items carry none).
+    pub hard_weight: f64,
+}
+
+/// Distillation with Hinton et al.'s two-term loss:
+/// `(1 - w) * T² * CE(targets, softmax(logits / T)) + w * CE(argmax targets, softmax(logits))`.
+pub fn train_distil(
+    kind: ModelKind,
+    images: &Images,
+    targets: &[Vec<f32>],
+    loss: Distillation,
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(EpochReport),
+) -> Result<Trained, TrainError> {
     let classes = targets.first().map_or(0, Vec::len);
     if targets.len() != images.len() {
         return Err(TrainError::Invalid(format!(
@@ -188,19 +213,19 @@ pub fn train_soft(
             "targets must be finite vectors of equal length".into(),
         ));
     }
-    if !(temperature.is_finite() && temperature > 0.0) {
+    let t = loss.temperature;
+    if !(t.is_finite() && t > 0.0) {
         return Err(TrainError::Invalid(format!(
-            "temperature must be positive, got {temperature}"
+            "temperature must be positive, got {t}"
         )));
     }
-    train_impl(
-        kind,
-        images,
-        Targets::Soft(targets, temperature),
-        classes,
-        cfg,
-        progress,
-    )
+    if !(0.0..=1.0).contains(&loss.hard_weight) {
+        return Err(TrainError::Invalid(format!(
+            "hard-label weight must be in [0, 1], got {}",
+            loss.hard_weight
+        )));
+    }
+    train_impl(kind, images, Targets::Soft(targets, loss), classes, cfg, progress)
 }
 
 fn train_impl(
@@ -248,12 +273,20 @@ fn train_impl(
                     let y = Tensor::from_vec(y, idx.len(), &device)?;
                     (candle_nn::loss::cross_entropy(&logits, &y)?, y)
                 }
-                Targets::Soft(probs, t) => {
+                Targets::Soft(probs, loss) => {
                     let flat: Vec<f32> = idx.iter().flat_map(|&i| probs[i].iter().copied()).collect();
                     let p = Tensor::from_vec(flat, (idx.len(), classes), &device)?;
-                    let logp = candle_nn::ops::log_softmax(&(&logits / *t)?, D::Minus1)?;
-                    let ce = (p.mul(&logp)?.sum_all()? * (-t * t / idx.len() as f64))?;
-                    (ce, p.argmax(D::Minus1)?)
+                    let (t, w) = (loss.temperature, loss.hard_weight);
+                    let logp = candle_nn::ops::log_softmax(&(&logits / t)?, D::Minus1)?;
+                    let soft = (p.mul(&logp)?.sum_all()? * (-t * t / idx.len() as f64))?;
+                    let hard_labels = p.argmax(D::Minus1)?;
+                    let ce = if w > 0.0 {
+                        let hard = candle_nn::loss::cross_entropy(&logits, &hard_labels)?;
+                        ((soft * (1.0 - w))? + (hard * w)?)?
+                    } else {
+                        soft
+                    };
+                    (ce, hard_labels)
                 }
             };
             opt.backward_step(&loss)?;
@@ -463,6 +496,35 @@ mod tests {
         assert!(accuracy(&predict(&t.model, &ds.images, 32)?, &ds.labels) > 0.95);
         assert!(train_soft(ModelKind::Mlp, &ds.images, &targets[1..], 2.0, &cfg, &mut |_| {}).is_err());
         assert!(train_soft(ModelKind::Mlp, &ds.images, &targets, 0.0, &cfg, &mut |_| {}).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn hard_weight_one_is_training_on_the_targets_argmax() -> Result<(), TrainError> {
+        let ds = halves(120);
+        // Targets whose argmax disagrees with the true label on every third item.
+        let targets: Vec<Vec<f32>> = (0..ds.labels.len())
+            .map(|i| if (i % 3 == 0) == (ds.labels[i] == 0) { vec![0.3, 0.7] } else { vec![0.6, 0.4] })
+            .collect();
+        let argmax = Dataset {
+            images: ds.images.clone(),
+            labels: targets.iter().map(|t| u8::from(t[1] > t[0])).collect(),
+        };
+        let cfg = TrainConfig { epochs: 2, batch_size: 16, ..Default::default() };
+        let hard = train(ModelKind::Mlp, &argmax, 2, &cfg, &mut |_| {})?;
+        let loss = Distillation { temperature: 3.0, hard_weight: 1.0 };
+        let distil = train_distil(ModelKind::Mlp, &ds.images, &targets, loss, &cfg, &mut |_| {})?;
+        let (a, b) = (predict_proba(&hard.model, &ds.images, 64, 1.0)?, predict_proba(&distil.model, &ds.images, 64, 1.0)?);
+        let gap = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(gap < 1e-5, "w = 1 is plain cross-entropy on the argmax (max gap {gap})");
+        // A half weight lands somewhere else; weights outside [0, 1] are refused.
+        let half = Distillation { hard_weight: 0.5, ..loss };
+        let mixed = train_distil(ModelKind::Mlp, &ds.images, &targets, half, &cfg, &mut |_| {})?;
+        assert_ne!(predict_proba(&mixed.model, &ds.images, 64, 1.0)?, a);
+        for w in [-0.1, 1.5, f64::NAN] {
+            let bad = Distillation { hard_weight: w, ..loss };
+            assert!(train_distil(ModelKind::Mlp, &ds.images, &targets, bad, &cfg, &mut |_| {}).is_err(), "w = {w}");
+        }
         Ok(())
     }
 

@@ -80,9 +80,15 @@ pub struct BackdoorArgs {
     /// Student training epochs.
     #[arg(long, default_value_t = 30)]
     pub student_epochs: usize,
-    /// Distillation temperature T (single mode).
-    #[arg(long, default_value_t = 4.0)]
+    /// Distillation temperature T (single mode); lower T carries less of
+    /// the teacher's backdoor (see docs/EXPERIMENTS.md).
+    #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Weight of the hard term in the distillation loss (single mode): the
+    /// student also learns the teacher's argmax label at temperature 1
+    /// (Hinton et al.'s second objective); 0 = soft targets only.
+    #[arg(long, default_value_t = 0.0)]
+    pub hard_weight: f64,
     /// Control: share of the student's public items that carry the trigger.
     #[arg(long, default_value_t = 0.0)]
     pub public_trigger_rate: f64,
@@ -243,6 +249,7 @@ pub struct BackdoorReport {
 pub async fn run(args: BackdoorArgs) -> anyhow::Result<BackdoorReport> {
     anyhow::ensure!((0.0..=1.0).contains(&args.poison_rate), "--poison-rate must be in [0, 1]");
     anyhow::ensure!((0.0..=1.0).contains(&args.public_trigger_rate), "--public-trigger-rate must be in [0, 1]");
+    anyhow::ensure!((0.0..=1.0).contains(&args.hard_weight), "--hard-weight must be in [0, 1]");
     std::fs::create_dir_all(&args.out)?;
     let report = match args.mode {
         Mode::Pate => super::pate::run(&args).await?,

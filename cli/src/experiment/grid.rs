@@ -51,6 +51,8 @@ pub struct Cell {
     pub student_epochs: usize,
     /// Distillation temperature (single mode).
     pub temperature: f64,
+    /// Weight of the hard term of the distillation loss (single mode).
+    pub hard_weight: f64,
     /// Target class.
     pub target: u8,
     /// Model.
@@ -81,7 +83,8 @@ impl Default for Cell {
             public_trigger_rate: 0.0,
             teacher_epochs: 5,
             student_epochs: 30,
-            temperature: 4.0,
+            temperature: 1.0,
+            hard_weight: 0.0,
             target: 0,
             model: ModelKind::Mlp,
             trigger: Pattern::Checkerboard,
@@ -101,7 +104,10 @@ impl Cell {
                 "pate-n{}-m{}-p{}-b{}-q{}-pt{}-s{}",
                 self.teachers, self.poisoned(), self.poison_rate, self.noise_scale, self.queries, self.public_trigger_rate, self.seed
             ),
-            Mode::Single => format!("single-p{}-q{}-T{}-pt{}-s{}", self.poison_rate, self.queries, self.temperature, self.public_trigger_rate, self.seed),
+            Mode::Single => format!(
+                "single-p{}-q{}-T{}-w{}-pt{}-s{}",
+                self.poison_rate, self.queries, self.temperature, self.hard_weight, self.public_trigger_rate, self.seed
+            ),
         }
     }
 
@@ -132,6 +138,7 @@ impl Cell {
             teacher_epochs: self.teacher_epochs,
             student_epochs: self.student_epochs,
             temperature: self.temperature,
+            hard_weight: self.hard_weight,
             public_trigger_rate: self.public_trigger_rate,
             eval_size: self.eval_size,
             model: self.model,

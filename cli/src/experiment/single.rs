@@ -3,7 +3,8 @@
 //! one model trained on all of the training data with the poison rate
 //! applied to the whole set; the student learns the teacher's confidence
 //! vectors softened at temperature T on pristine public items (Hinton et
-//! al.'s distillation loss, [`pate_ml::train::train_soft`]) and is checked
+//! al.'s distillation loss, [`pate_ml::train::train_distil`], optionally with
+//! its second term on the teacher's hard labels) and is checked
 //! against the pristine labels. The reference is the same with a clean teacher.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
 use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
 use pate_ml::model::{Classifier, ModelKind};
-use pate_ml::train::{accuracy, predict, predict_proba, train, train_soft, TrainConfig};
+use pate_ml::train::{accuracy, predict, predict_proba, train, train_distil, Distillation, TrainConfig};
 use pate_ml::trigger::{poison, PoisonSpec};
 
 use super::backdoor::{BackdoorArgs, BackdoorReport, Reference};
@@ -35,12 +36,12 @@ fn teacher(train_set: &Dataset, classes: usize, spec: Option<&PoisonSpec>, cfg: 
     Ok(trained.model)
 }
 
-/// Distils `teacher` into a fresh student on `images` at temperature `t`;
+/// Distils `teacher` into a fresh student on `images` with `loss`;
 /// returns the student and the teacher's hard labels on `images`.
-fn distill(teacher: &Classifier, images: &Images, t: f64, cfg: &TrainConfig, kind: ModelKind, name: &str) -> anyhow::Result<(Classifier, Vec<u8>)> {
-    let targets = predict_proba(teacher, images, 512, t)?;
+fn distill(teacher: &Classifier, images: &Images, loss: Distillation, cfg: &TrainConfig, kind: ModelKind, name: &str) -> anyhow::Result<(Classifier, Vec<u8>)> {
+    let targets = predict_proba(teacher, images, 512, loss.temperature)?;
     let hard = predict(teacher, images, 512)?;
-    let student = train_soft(kind, images, &targets, t, cfg, &mut |r| {
+    let student = train_distil(kind, images, &targets, loss, cfg, &mut |r| {
         if r.epoch % 10 == 0 || r.epoch == cfg.epochs {
             println!("  {name} student epoch {}/{}: loss {:.4}", r.epoch, cfg.epochs, r.loss);
         }
@@ -69,7 +70,11 @@ fn run_blocking(args: &BackdoorArgs, data_dir: &Path, started: Instant) -> anyho
     let trigger = args.trigger();
     let cache = args.cache_dir();
     std::fs::create_dir_all(&cache)?;
-    println!("pate experiment backdoor (single, in process, no privacy): one teacher on {} items, poison rate {}, T = {}", data.train.len(), args.poison_rate, args.temperature);
+    let loss = Distillation { temperature: args.temperature, hard_weight: args.hard_weight };
+    println!(
+        "pate experiment backdoor (single, in process, no privacy): one teacher on {} items, poison rate {}, T = {}, hard weight {}",
+        data.train.len(), args.poison_rate, args.temperature, args.hard_weight
+    );
     let eval = split.eval.clone();
     let eval_trig = trigger.stamp_all(&eval.images);
     let picked = pate_student::pick_queries(split.pool.len(), args.queries, args.seed);
@@ -82,13 +87,13 @@ fn run_blocking(args: &BackdoorArgs, data_dir: &Path, started: Instant) -> anyho
     let scfg = TrainConfig { epochs: args.student_epochs, seed: args.seed, ..TrainConfig::default() };
     let key = |p: Option<&PoisonSpec>| config_hash(&(data_dir, args.model, &tcfg, p, "single-v1"));
     let dir_of = |p: Option<&PoisonSpec>| -> PathBuf { cache.join(format!("single-{}-{}", if p.is_some() { "poisoned" } else { "clean" }, key(p))) };
-    let ref_key = config_hash(&(key(None), args.queries, args.temperature, &scfg, args.public_trigger_rate, args.eval_size, &trigger, args.target, "single-ref-v1"));
+    let ref_key = config_hash(&(key(None), args.queries, loss, &scfg, args.public_trigger_rate, args.eval_size, &trigger, args.target, "single-ref-v2"));
     let ref_path = cache.join(format!("reference-{ref_key}.json"));
     let cached: Option<Reference> = std::fs::read(&ref_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
 
     let run_one = |p: Option<&PoisonSpec>, name: &str| -> anyhow::Result<Outcome> {
         let t = teacher(&data.train, classes, p, &tcfg, args.model, &dir_of(p), name)?;
-        let (s, hard) = distill(&t, &images, args.temperature, &scfg, args.model, name)?;
+        let (s, hard) = distill(&t, &images, loss, &scfg, args.model, name)?;
         Ok(Outcome {
             teacher: score_model(&t, &eval, &eval_trig, args.target)?,
             student: score_model(&s, &eval, &eval_trig, args.target)?,

@@ -51,7 +51,7 @@ pub fn seed_table(rows: &[Row]) -> Option<String> {
     s.push_str("Configurations run with several seeds: mean ± sample standard deviation. ");
     s.push_str("Gaps are per seed, then averaged: ASR gap = student - reference student; ");
     s.push_str("accuracy gap = baseline - student, where the baseline is the reference student (PATE) or the teacher (single).\n\n");
-    s.push_str("| mode | n | m | poison | b / T | queries | public trig. | seeds | student ASR | reference ASR | ASR gap | student acc | baseline acc | accuracy gap |\n");
+    s.push_str("| mode | n | m | poison | b / (T, w) | queries | public trig. | seeds | student ASR | reference ASR | ASR gap | student acc | baseline acc | accuracy gap |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for g in groups {
         let col = |f: &dyn Fn(&Row) -> f64| {
@@ -61,7 +61,7 @@ pub fn seed_table(rows: &[Row]) -> Option<String> {
         let (c, r) = (&g[0].cell, &g[0].report);
         let b = match c.mode {
             Mode::Pate => c.noise_scale.to_string(),
-            Mode::Single => format!("T = {}", c.temperature),
+            Mode::Single => format!("T = {}, w = {}", c.temperature, c.hard_weight),
         };
         let seeds = g.iter().map(|r| r.cell.seed.to_string()).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
         let table = seed_table(&rows).expect("one group with two seeds");
         // T = 1 over seeds 0 and 1: student ASR 0.025, gap (0.02 + 0.00) / 2 = 0.010; accuracy gap 0.88 - 0.87.
-        let line = table.lines().find(|l| l.contains("T = 1")).expect("T = 1 row");
+        let line = table.lines().find(|l| l.contains("T = 1,")).expect("T = 1 row");
         assert!(line.contains("| 0, 1 |") && line.contains("0.025 ± 0.007") && line.contains("0.010 ± 0.014"), "{line}");
         assert!(line.contains("0.010 ± 0.000 |"), "{line}");
         assert!(!table.contains("T = 2"), "a single seed is not summarised");
