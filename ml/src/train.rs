@@ -132,6 +132,39 @@ fn batch_tensor(images: &Images, idx: &[usize], device: &Device) -> candle_core:
     Tensor::from_vec(data, (idx.len(), 1, images.rows, images.cols), device)
 }
 
+/// Builds the input tensor of the items `idx` of `images`, each shifted by a
+/// random offset in `-max_shift..=max_shift` along both axes (zero fill).
+fn shifted_batch_tensor(
+    images: &Images,
+    idx: &[usize],
+    max_shift: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    use rand::Rng;
+    let (rows, cols) = (images.rows, images.cols);
+    let s = i32::try_from(max_shift).unwrap_or(i32::MAX);
+    let mut data = vec![0f32; idx.len() * rows * cols];
+    for (k, &i) in idx.iter().enumerate() {
+        let (dy, dx) = (rng.random_range(-s..=s) as isize, rng.random_range(-s..=s) as isize);
+        let src = images.item(i);
+        let dst = &mut data[k * rows * cols..(k + 1) * rows * cols];
+        for r in 0..rows as isize {
+            let sr = r - dy;
+            if sr < 0 || sr >= rows as isize {
+                continue;
+            }
+            for c in 0..cols as isize {
+                let sc = c - dx;
+                if sc >= 0 && sc < cols as isize {
+                    dst[(r as usize) * cols + c as usize] = f32::from(src[(sr as usize) * cols + sc as usize]) / 255.0;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(data, (idx.len(), 1, rows, cols), device)
+}
+
 /// Trains a fresh `kind` model on `data` with hard labels in `0..classes`.
 /// `progress` is called after every epoch.
 pub fn train(
@@ -172,7 +205,11 @@ pub fn train_soft(
     cfg: &TrainConfig,
     progress: &mut dyn FnMut(EpochReport),
 ) -> Result<Trained, TrainError> {
-    let loss = Distillation { temperature, hard_weight: 0.0 };
+    let loss = Distillation {
+        temperature,
+        hard_weight: 0.0,
+        max_shift: 0,
+    };
     train_distil(kind, images, targets, loss, cfg, progress)
 }
 
@@ -185,6 +222,11 @@ pub struct Distillation {
     /// targets only): the cross-entropy at temperature 1 against the targets'
     /// argmax (the teacher's own label, when the items carry none).
     pub hard_weight: f64,
+    /// Label-preserving augmentation: each time an item is used, the student
+    /// sees it shifted by up to this many pixels in each direction (zero
+    /// fill), against the targets of the unshifted item. 0 = none.
+    #[serde(default)]
+    pub max_shift: usize,
 }
 
 /// Distillation with Hinton et al.'s two-term loss:
@@ -215,14 +257,18 @@ pub fn train_distil(
     }
     let t = loss.temperature;
     if !(t.is_finite() && t > 0.0) {
-        return Err(TrainError::Invalid(format!(
-            "temperature must be positive, got {t}"
-        )));
+        return Err(TrainError::Invalid(format!("temperature must be positive, got {t}")));
     }
     if !(0.0..=1.0).contains(&loss.hard_weight) {
         return Err(TrainError::Invalid(format!(
             "hard-label weight must be in [0, 1], got {}",
             loss.hard_weight
+        )));
+    }
+    if loss.max_shift >= images.rows.min(images.cols) {
+        return Err(TrainError::Invalid(format!(
+            "a shift of {} pixels leaves nothing of {}x{} images",
+            loss.max_shift, images.rows, images.cols
         )));
     }
     train_impl(kind, images, Targets::Soft(targets, loss), classes, cfg, progress)
@@ -259,13 +305,23 @@ fn train_impl(
     };
     let mut opt = FusedAdamW::new(varmap.all_vars(), params)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_5eed_5eed_5eed);
+    // A stream of its own, so that training without shifts is unchanged.
+    let mut shift_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5817_7ed5_5817_7ed5);
+    let max_shift = match &targets {
+        Targets::Soft(_, loss) => loss.max_shift,
+        Targets::Hard(_) => 0,
+    };
     let mut order: Vec<usize> = (0..images.len()).collect();
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct) = (0f64, 0usize);
         for idx in order.chunks(cfg.batch_size) {
-            let x = batch_tensor(images, idx, &device)?;
+            let x = if max_shift == 0 {
+                batch_tensor(images, idx, &device)?
+            } else {
+                shifted_batch_tensor(images, idx, max_shift, &mut shift_rng, &device)?
+            };
             let logits = model.forward(&x)?;
             let (loss, want) = match &targets {
                 Targets::Hard(labels) => {
@@ -504,27 +560,96 @@ mod tests {
         let ds = halves(120);
         // Targets whose argmax disagrees with the true label on every third item.
         let targets: Vec<Vec<f32>> = (0..ds.labels.len())
-            .map(|i| if (i % 3 == 0) == (ds.labels[i] == 0) { vec![0.3, 0.7] } else { vec![0.6, 0.4] })
+            .map(|i| {
+                if (i % 3 == 0) == (ds.labels[i] == 0) {
+                    vec![0.3, 0.7]
+                } else {
+                    vec![0.6, 0.4]
+                }
+            })
             .collect();
         let argmax = Dataset {
             images: ds.images.clone(),
             labels: targets.iter().map(|t| u8::from(t[1] > t[0])).collect(),
         };
-        let cfg = TrainConfig { epochs: 2, batch_size: 16, ..Default::default() };
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 16,
+            ..Default::default()
+        };
         let hard = train(ModelKind::Mlp, &argmax, 2, &cfg, &mut |_| {})?;
-        let loss = Distillation { temperature: 3.0, hard_weight: 1.0 };
+        let loss = Distillation {
+            temperature: 3.0,
+            hard_weight: 1.0,
+            max_shift: 0,
+        };
         let distil = train_distil(ModelKind::Mlp, &ds.images, &targets, loss, &cfg, &mut |_| {})?;
-        let (a, b) = (predict_proba(&hard.model, &ds.images, 64, 1.0)?, predict_proba(&distil.model, &ds.images, 64, 1.0)?);
-        let gap = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let (a, b) = (
+            predict_proba(&hard.model, &ds.images, 64, 1.0)?,
+            predict_proba(&distil.model, &ds.images, 64, 1.0)?,
+        );
+        let gap = a
+            .iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(gap < 1e-5, "w = 1 is plain cross-entropy on the argmax (max gap {gap})");
         // A half weight lands somewhere else; weights outside [0, 1] are refused.
-        let half = Distillation { hard_weight: 0.5, ..loss };
+        let half = Distillation {
+            hard_weight: 0.5,
+            ..loss
+        };
         let mixed = train_distil(ModelKind::Mlp, &ds.images, &targets, half, &cfg, &mut |_| {})?;
         assert_ne!(predict_proba(&mixed.model, &ds.images, 64, 1.0)?, a);
         for w in [-0.1, 1.5, f64::NAN] {
             let bad = Distillation { hard_weight: w, ..loss };
-            assert!(train_distil(ModelKind::Mlp, &ds.images, &targets, bad, &cfg, &mut |_| {}).is_err(), "w = {w}");
+            assert!(
+                train_distil(ModelKind::Mlp, &ds.images, &targets, bad, &cfg, &mut |_| {}).is_err(),
+                "w = {w}"
+            );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn shifted_batches_move_items_within_the_bound() -> candle_core::Result<()> {
+        // One bright pixel in the middle of a 7x7 image.
+        let mut data = vec![0u8; 49];
+        data[3 * 7 + 3] = 255;
+        let images = Images { data, rows: 7, cols: 7 };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let x = shifted_batch_tensor(&images, &[0], 2, &mut rng, &Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let lit: Vec<usize> = (0..49).filter(|&i| x[i] > 0.0).collect();
+            assert_eq!(lit.len(), 1, "the pixel moves, nothing else appears");
+            let (r, c) = ((lit[0] / 7) as isize, (lit[0] % 7) as isize);
+            assert!((r - 3).abs() <= 2 && (c - 3).abs() <= 2, "shift within 2: ({r}, {c})");
+            assert_eq!(x[lit[0]], 1.0);
+            seen.insert((r, c));
+        }
+        assert!(seen.len() > 10, "offsets vary: {seen:?}");
+        // Shifted off the edge, the pixel is gone (zero fill, no wrap-around).
+        let corner = Images {
+            data: {
+                let mut d = vec![0u8; 49];
+                d[0] = 255;
+                d
+            },
+            rows: 7,
+            cols: 7,
+        };
+        let sums: Vec<f32> = (0..50)
+            .map(|_| {
+                shifted_batch_tensor(&corner, &[0], 1, &mut rng, &Device::Cpu)?
+                    .sum_all()?
+                    .to_scalar::<f32>()
+            })
+            .collect::<candle_core::Result<_>>()?;
+        assert!(sums.iter().any(|&v| v == 0.0) && sums.iter().any(|&v| v == 1.0));
         Ok(())
     }
 

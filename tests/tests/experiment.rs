@@ -1,5 +1,5 @@
 //! `pate experiment backdoor` end to end: a small PATE configuration with one
-//! poisoned teacher of four, real binaries as processes over loopback, on
+//! poisoned teacher of four (chosen by index), real binaries as processes over loopback, on
 //! real Fashion-MNIST.
 
 mod common;
@@ -12,7 +12,7 @@ fn backdoor_experiment_measures_every_stage() {
     let out = dir.path().join("backdoor");
     let bin_dir = common::bin("pate-teacher").parent().expect("bin dir").to_path_buf();
     let status = Command::new(common::bin("pate"))
-        .args(["experiment", "backdoor", "--teachers", "4", "--poisoned-teachers", "1", "--poison-rate", "0.1"])
+        .args(["experiment", "backdoor", "--teachers", "4", "--poisoned-ids", "2", "--poison-rate", "0.1"])
         .args(["--queries", "200", "--teacher-epochs", "2", "--student-epochs", "20", "--noise-scale", "1", "--delta", "0"])
         .args(["--jobs", "2", "--data"])
         .arg(common::data_dir())
@@ -44,6 +44,10 @@ fn backdoor_experiment_measures_every_stage() {
     assert!((f("student_asr") - f("reference_student_asr")).abs() < 0.15, "{report}");
     assert!(f("student_accuracy") > 0.5 && f("reference_student_accuracy") > 0.5, "{report}");
     assert_eq!(report["teachers"].as_array().map(Vec::len), Some(4));
+    assert_eq!(report["poisoned_ids"], serde_json::json!([2]), "{report}");
+    assert_eq!(report["poisoned_teachers"], 1);
+    let asr = |i: usize| report["teachers"][i]["asr"].as_f64().expect("teacher asr");
+    assert!((0..4).filter(|&i| i != 2).all(|i| asr(i) + 0.4 < asr(2)), "teacher 2 is the poisoned one: {report}");
     let cert = &report["certified_clean"]["certified_accuracy"];
     assert_eq!(cert.as_array().map(Vec::len), Some(3), "radii 0..=2 for 4 teachers");
     // No child outlives the experiment.

@@ -89,6 +89,11 @@ pub struct BackdoorArgs {
     /// (Hinton et al.'s second objective); 0 = soft targets only.
     #[arg(long, default_value_t = 0.0)]
     pub hard_weight: f64,
+    /// Label-preserving augmentation in distillation (single mode): the
+    /// student sees each public item shifted by up to this many pixels,
+    /// against the teacher's targets for the unshifted item; 0 = none.
+    #[arg(long, default_value_t = 0)]
+    pub max_shift: usize,
     /// Control: share of the student's public items that carry the trigger.
     #[arg(long, default_value_t = 0.0)]
     pub public_trigger_rate: f64,

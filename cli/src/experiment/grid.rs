@@ -53,6 +53,8 @@ pub struct Cell {
     pub temperature: f64,
     /// Weight of the hard term of the distillation loss (single mode).
     pub hard_weight: f64,
+    /// Shift augmentation of distillation, in pixels (single mode).
+    pub max_shift: usize,
     /// Target class.
     pub target: u8,
     /// Model.
@@ -85,6 +87,7 @@ impl Default for Cell {
             student_epochs: 30,
             temperature: 1.0,
             hard_weight: 0.0,
+            max_shift: 0,
             target: 0,
             model: ModelKind::Mlp,
             trigger: Pattern::Checkerboard,
@@ -104,10 +107,14 @@ impl Cell {
                 "pate-n{}-m{}-p{}-b{}-q{}-pt{}-s{}",
                 self.teachers, self.poisoned(), self.poison_rate, self.noise_scale, self.queries, self.public_trigger_rate, self.seed
             ),
-            Mode::Single => format!(
-                "single-p{}-q{}-T{}-w{}-pt{}-s{}",
-                self.poison_rate, self.queries, self.temperature, self.hard_weight, self.public_trigger_rate, self.seed
-            ),
+            Mode::Single => {
+                // Only a non-zero shift is named, so that older cell directories keep their names.
+                let shift = if self.max_shift > 0 { format!("-a{}", self.max_shift) } else { String::new() };
+                format!(
+                    "single-p{}-q{}-T{}-w{}{shift}-pt{}-s{}",
+                    self.poison_rate, self.queries, self.temperature, self.hard_weight, self.public_trigger_rate, self.seed
+                )
+            }
         }
     }
 
@@ -139,6 +146,7 @@ impl Cell {
             student_epochs: self.student_epochs,
             temperature: self.temperature,
             hard_weight: self.hard_weight,
+            max_shift: self.max_shift,
             public_trigger_rate: self.public_trigger_rate,
             eval_size: self.eval_size,
             model: self.model,
@@ -273,6 +281,18 @@ mod tests {
         assert_eq!(ids, vec![vec![2, 7], vec![0], vec![4, 9]]);
         assert_eq!(g.cells[2].slug(), "pate-n10-m4_9-p0.1-b2-q1000-pt0-s0");
         assert!(parse("[[grid]]\npoisoned_ids = [\"a\"]\n").is_err(), "not indices");
+    }
+
+    #[test]
+    fn a_cell_written_before_an_option_existed_reads_as_its_default() {
+        let mut old = serde_json::to_value(Cell { seed: 3, ..Cell::default() }).expect("json");
+        old.as_object_mut().expect("object").remove("max_shift");
+        let read: Cell = serde_json::from_value(old).expect("older cell.json");
+        assert_eq!(read, Cell { seed: 3, ..Cell::default() });
+        assert_eq!(read.slug(), "pate-n10-m1-p0.1-b2-q1000-pt0-s3");
+        let single = Cell { mode: Mode::Single, max_shift: 1, ..Cell::default() };
+        assert_eq!(single.slug(), "single-p0.1-q1000-T1-w0-a1-pt0-s0");
+        assert_eq!(Cell { max_shift: 0, ..single }.slug(), "single-p0.1-q1000-T1-w0-pt0-s0");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Plots of a grid's results, as PNG and SVG (plotters): ASR and clean
 //! accuracy against the number of poisoned teachers for teachers, ensemble,
 //! noisy aggregate and student; student ASR against the share of triggered
-//! public items (the control); student accuracy against epsilon. PNG text
+//! public items (the control); student accuracy against epsilon; in single
+//! mode, student ASR against the distillation temperature. PNG text
 //! uses DejaVu Sans, shipped in `cli/assets/fonts` (free licence beside it).
 
 use std::collections::BTreeMap;
@@ -229,5 +230,39 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         };
         written.extend(save(&chart, &out.join("privacy_utility"))?);
     }
+    if let Some(chart) = temperature_chart(rows) {
+        written.extend(save(&chart, &out.join("single_temperature"))?);
+    }
     Ok(written)
+}
+
+/// Single mode: the students' ASR against the distillation temperature
+/// (no hard term, no triggered public items), means over seeds, one pair
+/// of series per shift augmentation.
+fn temperature_chart(rows: &[Row]) -> Option<Chart> {
+    let single: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.cell.mode == Mode::Single && r.cell.public_trigger_rate == 0.0 && r.cell.hard_weight == 0.0)
+        .collect();
+    let t = |r: &Row| r.cell.temperature;
+    if distinct(&single, t) < 2 {
+        return None;
+    }
+    let mut by_shift: BTreeMap<usize, Vec<&Row>> = BTreeMap::new();
+    single.iter().for_each(|r| by_shift.entry(r.cell.max_shift).or_default().push(r));
+    let mut series = Vec::new();
+    for (shift, rs) in by_shift {
+        let aug = if shift == 0 { String::new() } else { format!(", shift {shift}") };
+        series.push((format!("student of the poisoned teacher{aug}"), grouped(&rs, t, |r| Some(r.report.student_asr))));
+        series.push((format!("reference student (clean teacher){aug}"), grouped(&rs, t, |r| Some(r.report.reference_student_asr))));
+    }
+    Some(Chart {
+        title: "Single mode: student ASR vs distillation temperature".into(),
+        x_label: "temperature T".into(),
+        y_label: "attack success rate (mean over seeds)".into(),
+        series,
+        log_x: false,
+        y_range: None,
+        legend: SeriesLabelPosition::UpperLeft,
+    })
 }

@@ -67,8 +67,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for (i, cell) in grid.cells.iter().enumerate() {
         let dir = out.join("cells").join(format!("{i:03}-{}", cell.slug()));
         let cell_json = serde_json::to_string_pretty(cell)?;
-        let previous = std::fs::read_to_string(dir.join("cell.json")).ok();
-        let cached: Option<BackdoorReport> = (previous.as_deref() == Some(cell_json.as_str()))
+        // Compared as values, so a cell written before a new option existed
+        // (absent = its default) still counts as the same configuration.
+        let previous: Option<Cell> = std::fs::read(dir.join("cell.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let cached: Option<BackdoorReport> = (previous.as_ref() == Some(cell))
             .then(|| std::fs::read(dir.join("report.json")).ok())
             .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -104,7 +106,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// The columns of `results.csv`.
-pub const COLUMNS: &str = "mode,teachers,poisoned_teachers,poisoned_ids,poison_rate,noise_scale,temperature,hard_weight,queries,public_trigger_rate,seed,\
+pub const COLUMNS: &str = "mode,teachers,poisoned_teachers,poisoned_ids,poison_rate,noise_scale,temperature,hard_weight,max_shift,queries,public_trigger_rate,seed,\
 teacher_asr_poisoned,teacher_asr_clean,teacher_accuracy,ensemble_asr,ensemble_accuracy,noisy_aggregate_asr,\
 noisy_aggregate_accuracy,student_asr,student_accuracy,reference_student_asr,reference_student_accuracy,label_accuracy,\
 queries_answered,epsilon,certified_share,median_radius_clean,median_radius_triggered,seconds";
@@ -114,14 +116,14 @@ pub fn csv(rows: &[Row]) -> String {
     let mut s = format!("{COLUMNS}\n");
     for row in rows {
         let (c, r) = (&row.cell, &row.report);
-        let (noise, temperature, hard_weight) = match c.mode {
-            Mode::Pate => (c.noise_scale.to_string(), String::new(), String::new()),
-            Mode::Single => (String::new(), c.temperature.to_string(), c.hard_weight.to_string()),
+        let (noise, temperature, hard_weight, max_shift) = match c.mode {
+            Mode::Pate => (c.noise_scale.to_string(), String::new(), String::new(), String::new()),
+            Mode::Single => (String::new(), c.temperature.to_string(), c.hard_weight.to_string(), c.max_shift.to_string()),
         };
         let ids = r.poisoned_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(";");
         let _ = writeln!(
             s,
-            "{},{},{},{ids},{},{noise},{temperature},{hard_weight},{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{},{},{},{},{},{:.1}",
+            "{},{},{},{ids},{},{noise},{temperature},{hard_weight},{max_shift},{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{},{},{},{},{},{:.1}",
             c.mode, r.num_teachers, r.poisoned_teachers, c.poison_rate, c.queries, c.public_trigger_rate, c.seed,
             opt(r.teacher_asr_poisoned), opt(r.teacher_asr_clean), row.teacher_accuracy(), r.ensemble_asr, r.ensemble_accuracy,
             opt(r.noisy_aggregate_asr), opt(r.noisy_aggregate_accuracy), r.student_asr, r.student_accuracy,
@@ -141,14 +143,14 @@ pub fn markdown(rows: &[Row], file: &std::path::Path) -> String {
     s.push_str("ASR = share of triggered evaluation items (true class not the target) classified as the target. ");
     s.push_str("Noisy aggregate: LNMax drawn locally on the operator's histograms (the aggregator's mechanism, no budget spent). ");
     s.push_str("Single mode runs in process (no gRPC) and claims no privacy.\n\n");
-    s.push_str("| mode | n | m | poison | b / (T, w) | queries | public trig. | seed | teacher ASR (poisoned / clean) | teacher acc | ensemble ASR / acc | noisy agg. ASR | student ASR / acc | reference student ASR / acc | epsilon | certified share | median radius (clean / trig.) |\n");
+    s.push_str("| mode | n | m | poison | b / (T, w, shift) | queries | public trig. | seed | teacher ASR (poisoned / clean) | teacher acc | ensemble ASR / acc | noisy agg. ASR | student ASR / acc | reference student ASR / acc | epsilon | certified share | median radius (clean / trig.) |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.3}"));
     for row in rows {
         let (c, r) = (&row.cell, &row.report);
         let b = match c.mode {
             Mode::Pate => c.noise_scale.to_string(),
-            Mode::Single => format!("T = {}, w = {}", c.temperature, c.hard_weight),
+            Mode::Single => format!("T = {}, w = {}, shift {}", c.temperature, c.hard_weight, c.max_shift),
         };
         let radius = match (&r.certified_clean, &r.certified_triggered) {
             (Some(a), Some(b)) => format!("{} / {}", a.median_radius, b.median_radius),

@@ -70,10 +70,10 @@ fn run_blocking(args: &BackdoorArgs, data_dir: &Path, started: Instant) -> anyho
     let trigger = args.trigger();
     let cache = args.cache_dir();
     std::fs::create_dir_all(&cache)?;
-    let loss = Distillation { temperature: args.temperature, hard_weight: args.hard_weight };
+    let loss = Distillation { temperature: args.temperature, hard_weight: args.hard_weight, max_shift: args.max_shift };
     println!(
-        "pate experiment backdoor (single, in process, no privacy): one teacher on {} items, poison rate {}, T = {}, hard weight {}",
-        data.train.len(), args.poison_rate, args.temperature, args.hard_weight
+        "pate experiment backdoor (single, in process, no privacy): one teacher on {} items, poison rate {}, T = {}, hard weight {}, shift {}",
+        data.train.len(), args.poison_rate, args.temperature, args.hard_weight, args.max_shift
     );
     let eval = split.eval.clone();
     let eval_trig = trigger.stamp_all(&eval.images);
