@@ -143,14 +143,14 @@ pub fn markdown(rows: &[Row], file: &std::path::Path) -> String {
     s.push_str("ASR = share of triggered evaluation items (true class not the target) classified as the target. ");
     s.push_str("Noisy aggregate: LNMax drawn locally on the operator's histograms (the aggregator's mechanism, no budget spent). ");
     s.push_str("Single mode runs in process (no gRPC) and claims no privacy.\n\n");
-    s.push_str("| mode | n | m | poison | b / (T, w, shift) | queries | public trig. | seed | teacher ASR (poisoned / clean) | teacher acc | ensemble ASR / acc | noisy agg. ASR | student ASR / acc | reference student ASR / acc | epsilon | certified share | median radius (clean / trig.) |\n");
+    s.push_str("| mode | n | m | poison | b / (T, w, shift, epochs) | queries | public trig. | seed | teacher ASR (poisoned / clean) | teacher acc | ensemble ASR / acc | noisy agg. ASR | student ASR / acc | reference student ASR / acc | epsilon | certified share | median radius (clean / trig.) |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.3}"));
     for row in rows {
         let (c, r) = (&row.cell, &row.report);
         let b = match c.mode {
             Mode::Pate => c.noise_scale.to_string(),
-            Mode::Single => format!("T = {}, w = {}, shift {}", c.temperature, c.hard_weight, c.max_shift),
+            Mode::Single => format!("T = {}, w = {}, shift {}, {} epochs", c.temperature, c.hard_weight, c.max_shift, c.student_epochs),
         };
         let radius = match (&r.certified_clean, &r.certified_triggered) {
             (Some(a), Some(b)) => format!("{} / {}", a.median_radius, b.median_radius),

@@ -51,7 +51,7 @@ pub fn seed_table(rows: &[Row]) -> Option<String> {
     s.push_str("Configurations run with several seeds: mean ± sample standard deviation. ");
     s.push_str("Gaps are per seed, then averaged: ASR gap = student - reference student; ");
     s.push_str("accuracy gap = baseline - student, where the baseline is the reference student (PATE) or the teacher (single).\n\n");
-    s.push_str("| mode | n | m | poison | b / (T, w, shift) | queries | public trig. | seeds | student ASR | reference ASR | ASR gap | student acc | baseline acc | accuracy gap |\n");
+    s.push_str("| mode | n | m | poison | b / (T, w, shift, epochs) | queries | public trig. | seeds | student ASR | reference ASR | ASR gap | student acc | baseline acc | accuracy gap |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for g in groups {
         let col = |f: &dyn Fn(&Row) -> f64| {
@@ -61,7 +61,7 @@ pub fn seed_table(rows: &[Row]) -> Option<String> {
         let (c, r) = (&g[0].cell, &g[0].report);
         let b = match c.mode {
             Mode::Pate => c.noise_scale.to_string(),
-            Mode::Single => format!("T = {}, w = {}, shift {}", c.temperature, c.hard_weight, c.max_shift),
+            Mode::Single => format!("T = {}, w = {}, shift {}, {} epochs", c.temperature, c.hard_weight, c.max_shift, c.student_epochs),
         };
         let seeds = g.iter().map(|r| r.cell.seed.to_string()).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
