@@ -301,12 +301,13 @@ mod tests {
 
     #[test]
     fn poisoned_teachers_by_count_or_by_list() {
-        assert_eq!(parse(&["--poisoned-teachers", "3"]).unwrap().poisoned_set().unwrap(), vec![0, 1, 2]);
-        assert_eq!(parse(&["--poisoned-ids", "7,2"]).unwrap().poisoned_set().unwrap(), vec![2, 7]);
+        let set = |flags: &[&str]| parse(flags).expect("flags parse").poisoned_set();
+        assert_eq!(set(&["--poisoned-teachers", "3"]).expect("count"), vec![0, 1, 2]);
+        assert_eq!(set(&["--poisoned-ids", "7,2"]).expect("list"), vec![2, 7]);
         assert!(parse(&["--poisoned-ids", "2", "--poisoned-teachers", "1"]).is_err(), "count and list conflict");
-        let out_of_range = parse(&["--teachers", "5", "--poisoned-ids", "5"]).unwrap().poisoned_set().unwrap_err();
+        let out_of_range = set(&["--teachers", "5", "--poisoned-ids", "5"]).expect_err("index 5 of 5");
         assert!(out_of_range.to_string().contains("numbered 0..5"), "{out_of_range}");
-        assert!(parse(&["--poisoned-ids", "1,1"]).unwrap().poisoned_set().is_err(), "repeated index");
-        assert!(parse(&["--teachers", "2", "--poisoned-teachers", "3"]).unwrap().poisoned_set().is_err());
+        assert!(set(&["--poisoned-ids", "1,1"]).is_err(), "repeated index");
+        assert!(set(&["--teachers", "2", "--poisoned-teachers", "3"]).is_err());
     }
 }
