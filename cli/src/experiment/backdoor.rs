@@ -91,7 +91,9 @@ pub struct BackdoorArgs {
     pub hard_weight: f64,
     /// Label-preserving augmentation in distillation (single mode): the
     /// student sees each public item shifted by up to this many pixels,
-    /// against the teacher's targets for the unshifted item; 0 = none.
+    /// against the teacher's targets for the unshifted item; 0 = none (plain
+    /// Hinton distillation). 1 stops the student inheriting a patch trigger
+    /// (docs/EXPERIMENTS.md).
     #[arg(long, default_value_t = 0)]
     pub max_shift: usize,
     /// Control: share of the student's public items that carry the trigger.
