@@ -118,6 +118,15 @@ impl Cell {
         }
     }
 
+    /// The noise (PATE) or the distillation settings (single) of this cell,
+    /// as the `b / (T, w, shift, epochs)` column of the report tables.
+    pub fn knobs(&self) -> String {
+        match self.mode {
+            Mode::Pate => self.noise_scale.to_string(),
+            Mode::Single => format!("T = {}, w = {}, shift {}, {} epochs", self.temperature, self.hard_weight, self.max_shift, self.student_epochs),
+        }
+    }
+
     /// `poisoned_teachers`, or the listed indices joined by `_` (`0_5`).
     fn poisoned(&self) -> String {
         if self.poisoned_ids.is_empty() {

@@ -3,8 +3,8 @@
 //! teacher is served as its own process; the operator asks them for
 //! noise-free votes (no budget: nothing leaves the operator); an aggregator
 //! process answers the student process, which learns from noisy labels on
-//! pristine public items. The reference
-//! run is the same with all teachers clean (cached across grid cells).
+//! pristine public items. The reference run is the same with all teachers
+//! clean (cached across grid cells).
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -148,10 +148,7 @@ pub fn markdown(rows: &[Row], file: &std::path::Path) -> String {
     let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.3}"));
     for row in rows {
         let (c, r) = (&row.cell, &row.report);
-        let b = match c.mode {
-            Mode::Pate => c.noise_scale.to_string(),
-            Mode::Single => format!("T = {}, w = {}, shift {}, {} epochs", c.temperature, c.hard_weight, c.max_shift, c.student_epochs),
-        };
+        let b = c.knobs();
         let radius = match (&r.certified_clean, &r.certified_triggered) {
             (Some(a), Some(b)) => format!("{} / {}", a.median_radius, b.median_radius),
             _ => "-".into(),

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::backdoor::Mode;
+use super::grid::Cell;
 use super::runner::Row;
 
 /// Mean and sample standard deviation (0 for a single value).
@@ -20,9 +21,9 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Rows grouped by their cell with the seed left out, in order of first appearance.
 pub fn by_configuration(rows: &[Row]) -> Vec<Vec<&Row>> {
-    let mut groups: Vec<(String, Vec<&Row>)> = Vec::new();
+    let mut groups: Vec<(Cell, Vec<&Row>)> = Vec::new();
     for row in rows {
-        let key = serde_json::to_string(&super::grid::Cell { seed: 0, ..row.cell.clone() }).unwrap_or_default();
+        let key = Cell { seed: 0, ..row.cell.clone() };
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, g)) => g.push(row),
             None => groups.push((key, vec![row])),
@@ -59,10 +60,7 @@ pub fn seed_table(rows: &[Row]) -> Option<String> {
             format!("{m:.3} ± {sd:.3}")
         };
         let (c, r) = (&g[0].cell, &g[0].report);
-        let b = match c.mode {
-            Mode::Pate => c.noise_scale.to_string(),
-            Mode::Single => format!("T = {}, w = {}, shift {}, {} epochs", c.temperature, c.hard_weight, c.max_shift, c.student_epochs),
-        };
+        let b = c.knobs();
         let seeds = g.iter().map(|r| r.cell.seed.to_string()).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             s,
@@ -81,7 +79,6 @@ pub fn seed_table(rows: &[Row]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::experiment::backdoor::BackdoorReport;
-    use crate::experiment::grid::Cell;
 
     fn row(seed: u64, temperature: f64, student_asr: f64, reference_asr: f64) -> Row {
         let report: BackdoorReport = serde_json::from_value(serde_json::json!({
