@@ -12,6 +12,8 @@ use pate_proto::runtime::{init_tracing, shutdown_signal, write_addr_file};
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
+    config_file: pate_proto::config::ConfigArg,
+    #[command(flatten)]
     config: pate_aggregator::Config,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:50050", env = "PATE_LISTEN")]
@@ -26,6 +28,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    pate_proto::config::apply_config_file::<Cli>()?;
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-/// Zalando's mirror of Fashion-MNIST.
-pub const DEFAULT_BASE_URL: &str = "https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+/// The Fashion-MNIST files in Zalando's repository, over HTTPS. (Their S3
+/// *website* endpoint, quoted in many tutorials, serves plain HTTP only; an
+/// `https://` address of it never connects.) The SHA-256 checks below guard
+/// the bytes whichever mirror `--base-url` names.
+pub const DEFAULT_BASE_URL: &str = "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/";
 
 /// Environment variable overriding the cache directory.
 pub const CACHE_DIR_ENV: &str = "PATE_CACHE_DIR";
@@ -237,6 +240,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_mirror_is_one_that_serves_https() {
+        // S3 website endpoints (`*.s3-website*.amazonaws.com`) answer plain
+        // HTTP only: the old default never connected.
+        assert!(DEFAULT_BASE_URL.starts_with("https://"));
+        assert!(!DEFAULT_BASE_URL.contains("s3-website"), "{DEFAULT_BASE_URL}");
+        assert_eq!(FetchSpec::fashion_mnist(DEFAULT_BASE_URL).url("t10k-labels-idx1-ubyte.gz"),
+            format!("{DEFAULT_BASE_URL}t10k-labels-idx1-ubyte.gz"));
+    }
 
     #[test]
     fn url_joining() {

@@ -2,7 +2,7 @@
 //! [`Mechanism`] and its RDP curve per answered query, data-independent
 //! (for budget enforcement) or data-dependent (for reports).
 //!
-//! Conventions (see DESIGN.md, "Privacy model"): one record changes one vote,
+//! Conventions (ARCHITECTURE.md, "Privacy model"): one record changes one vote,
 //! so the histogram has L1 sensitivity 2 and L2 sensitivity `sqrt(2)`.
 //!
 //! * LNMax with Laplace scale `b` is pure `2/b`-DP; its RDP at order `a` is

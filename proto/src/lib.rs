@@ -11,6 +11,7 @@ pub mod v1 {
     tonic::include_proto!("pate.v1");
 }
 
+pub mod config;
 pub mod runtime;
 
 pub use v1::{Dtype, Tensor};

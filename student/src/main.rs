@@ -8,6 +8,8 @@ use pate_proto::runtime::init_tracing;
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
+    config_file: pate_proto::config::ConfigArg,
+    #[command(flatten)]
     config: pate_student::Config,
     /// Log as JSON lines.
     #[arg(long, env = "PATE_LOG_JSON")]
@@ -16,6 +18,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    pate_proto::config::apply_config_file::<Cli>()?;
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     let report = pate_student::run(cli.config).await?;

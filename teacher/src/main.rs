@@ -11,6 +11,8 @@ use pate_proto::runtime::{init_tracing, shutdown_signal, write_addr_file};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    #[command(flatten)]
+    config_file: pate_proto::config::ConfigArg,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "PATE_LOG_JSON")]
     log_json: bool,
@@ -37,6 +39,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    pate_proto::config::apply_config_file::<Cli>()?;
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {

@@ -31,13 +31,13 @@ pub struct TrainArgs {
     #[arg(long, default_value = "mlp", env = "PATE_MODEL")]
     pub model: ModelKind,
     /// Training epochs.
-    #[arg(long, default_value_t = 10, env = "PATE_EPOCHS")]
+    #[arg(long, default_value_t = TrainConfig::default().epochs, env = "PATE_EPOCHS")]
     pub epochs: usize,
     /// Minibatch size.
-    #[arg(long, default_value_t = 64, env = "PATE_BATCH_SIZE")]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size, env = "PATE_BATCH_SIZE")]
     pub batch_size: usize,
     /// AdamW learning rate.
-    #[arg(long, default_value_t = 1e-3, env = "PATE_LEARNING_RATE")]
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate, env = "PATE_LEARNING_RATE")]
     pub learning_rate: f64,
     /// Seed of weight initialisation and shuffling.
     #[arg(long, default_value_t = 0, env = "PATE_SEED")]
