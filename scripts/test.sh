@@ -10,3 +10,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pate/target}"
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace "$@"
+# Interop of the trust model with a Python grpcio client built from proto/
+# (venv cached in ~/.cache/pate/venv).
+scripts/interop.sh

@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         let batch = vec![record.clone(); per_request];
         let start = Instant::now();
         for r in 0..requests {
-            ledger.record(&format!("r{r}"), "digest", &batch)?;
+            ledger.record(&format!("r{r}"), "digest", &batch, "pate://student/0")?;
         }
         let secs = start.elapsed().as_secs_f64();
         println!("{per_request:>14} {requests:>10} {secs:>12.3} {:>16.0}", (per_request * requests) as f64 / secs);

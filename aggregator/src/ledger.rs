@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS requests (
     digest TEXT NOT NULL,
     n INTEGER NOT NULL,
     labels TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    student TEXT
 );
 CREATE TABLE IF NOT EXISTS queries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,6 +105,12 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Ledgers from before per-student budgets: their rows have no student.
+        let has_student: bool =
+            conn.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('requests') WHERE name = 'student'", [], |r| r.get(0))?;
+        if !has_student {
+            conn.execute_batch("ALTER TABLE requests ADD COLUMN student TEXT")?;
+        }
         let ledger = Ledger { conn };
         ledger.pin("mechanism", &json(mechanism))?;
         ledger.pin("orders", &json(&orders))?;
@@ -161,13 +168,14 @@ impl Ledger {
         Ok(Some(labels))
     }
 
-    /// Commits one answered request and its queries in one durable transaction.
-    pub fn record(&mut self, request_id: &str, digest: &str, queries: &[QueryRecord]) -> Result<(), LedgerError> {
+    /// Commits one answered request of `student` (the caller's identity,
+    /// see `Caller::key`) and its queries in one durable transaction.
+    pub fn record(&mut self, request_id: &str, digest: &str, queries: &[QueryRecord], student: &str) -> Result<(), LedgerError> {
         let labels: Vec<i32> = queries.iter().map(|q| q.answer.map_or(-1, i32::from)).collect();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO requests (request_id, digest, n, labels, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![request_id, digest, queries.len() as i64, json(&labels), now_ms()],
+            "INSERT INTO requests (request_id, digest, n, labels, created_ms, student) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![request_id, digest, queries.len() as i64, json(&labels), now_ms(), student],
         )?;
         {
             let mut insert = tx.prepare_cached(
@@ -199,6 +207,24 @@ impl Ledger {
             let histogram = serde_json::from_str(&h).map_err(|e| LedgerError::Corrupt(format!("histogram {h:?}: {e}")))?;
             let answer = u8::try_from(answer).ok();
             Ok(QueryRecord { histogram, answer, rdp: blob_to_f64s(&rdp)? })
+        })
+        .collect()
+    }
+
+    /// Every recorded query with the student who asked it, oldest first
+    /// (rows from before per-student accounting count as `anonymous`).
+    pub fn queries_by_student(&self) -> Result<Vec<(String, QueryRecord)>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT COALESCE(r.student, 'anonymous'), q.histogram, q.answer, q.rdp \
+             FROM queries q JOIN requests r ON r.request_id = q.request_id ORDER BY q.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
+        })?;
+        rows.map(|row| {
+            let (student, h, answer, rdp) = row?;
+            let histogram = serde_json::from_str(&h).map_err(|e| LedgerError::Corrupt(format!("histogram {h:?}: {e}")))?;
+            Ok((student, QueryRecord { histogram, answer: u8::try_from(answer).ok(), rdp: blob_to_f64s(&rdp)? }))
         })
         .collect()
     }
@@ -237,19 +263,24 @@ mod tests {
         let orders = vec![2.0, 3.0];
         {
             let mut l = Ledger::open(&path, &m, &orders).expect("open");
-            l.record("r1", "d1", &[record(Some(0)), record(Some(1))]).expect("record");
+            l.record("r1", "d1", &[record(Some(0)), record(Some(1))], "pate://student/0").expect("record");
             l.record_refusal("r2", 5).expect("refusal");
-            assert!(l.record("r1", "d1", &[record(Some(0))]).is_err(), "a request id is recorded once");
+            assert!(l.record("r1", "d1", &[record(Some(0))], "pate://student/0").is_err(), "a request id is recorded once");
+            l.record("r3", "d3", &[record(None)], "pate://student/1").expect("record");
         }
         let l = Ledger::open(&path, &m, &orders).expect("reopen");
         assert_eq!(l.lookup("r1", "d1").expect("lookup"), Some(vec![0, 1]));
         assert!(matches!(l.lookup("r1", "other samples"), Err(LedgerError::ReusedId(_))));
         assert_eq!(l.lookup("nope", "d1").expect("lookup"), None);
         let mut b = Budget::new(m, 10.0, 0.0, orders.clone()).expect("budget");
-        assert_eq!(l.restore_into(&mut b).expect("restore"), 2);
+        assert_eq!(l.restore_into(&mut b).expect("restore"), 3);
         let s = b.snapshot();
-        assert_eq!((s.queries_answered, s.queries_refused), (2, 5));
-        assert!((s.epsilon_spent - 0.2).abs() < 1e-12);
+        assert_eq!((s.queries_answered, s.queries_refused, s.queries_abstained), (2, 5, 1));
+        assert!((s.epsilon_spent - 0.2).abs() < 1e-12, "pure DP: only the answers cost");
+        let by: Vec<(String, bool)> =
+            l.queries_by_student().expect("by student").into_iter().map(|(k, q)| (k, q.answer.is_some())).collect();
+        let want = [("pate://student/0", true), ("pate://student/0", true), ("pate://student/1", false)];
+        assert_eq!(by, want.map(|(k, a)| (k.to_string(), a)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod ledger;
 pub mod pool;
 pub mod service;
+pub mod students;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,13 +16,17 @@ use anyhow::Context;
 use pate_privacy::budget::Budget;
 use pate_privacy::noise::NoisyMax;
 use pate_privacy::{default_orders, Mechanism};
+use pate_proto::auth::RequireRole;
+use pate_proto::tls::TlsArgs;
 use pate_proto::v1::aggregator_server::AggregatorServer;
+use tonic::service::interceptor::InterceptedService;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use ledger::Ledger;
 pub use pool::TeacherPool;
 pub use service::AggregatorService;
+pub use students::StudentBudgets;
 
 /// Largest gRPC message the aggregator sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -76,6 +81,11 @@ pub struct Config {
     /// The global privacy budget: queries that could push the spent epsilon past it are refused.
     #[arg(long, default_value_t = 10.0, env = "PATE_EPSILON_LIMIT")]
     pub epsilon_limit: f64,
+    /// Each student's own budget, beside the global one: a student whose
+    /// queries could push its own spent epsilon past it is refused, however
+    /// much global budget is left [default: the global --epsilon-limit].
+    #[arg(long, env = "PATE_STUDENT_EPSILON_LIMIT")]
+    pub student_epsilon_limit: Option<f64>,
     /// Delta of the (epsilon, delta) guarantee; 0 means pure DP (LNMax only).
     #[arg(long, default_value_t = 1e-5, env = "PATE_DELTA")]
     pub delta: f64,
@@ -85,6 +95,10 @@ pub struct Config {
     /// SQLite ledger of every answered query; a restart restores the budget from it.
     #[arg(long, default_value = "pate-ledger.db", env = "PATE_LEDGER")]
     pub ledger: PathBuf,
+    /// Transport security: the same certificate serves students and
+    /// authenticates the aggregator to the teachers; only students' certificates get labels.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl Config {
@@ -117,35 +131,47 @@ impl Config {
 /// Connects to the teachers, restores the budget from the ledger, and serves
 /// the aggregator on `listener` until `shutdown` resolves.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let transport = config.tls.load().context("transport security")?;
     let mechanism = config.mechanism()?;
     NoisyMax::new(&mechanism)?; // fail at start-up, not on the first query
     let orders = default_orders();
     let mut budget = Budget::new(mechanism, config.epsilon_limit, config.delta, orders.clone())?;
+    let student_limit = config.student_epsilon_limit.unwrap_or(config.epsilon_limit);
+    let mut students = StudentBudgets::new(mechanism, student_limit, config.delta, orders.clone())
+        .context("bad --student-epsilon-limit")?;
     let ledger = Ledger::open(&config.ledger, &mechanism, &orders)
         .with_context(|| format!("opening ledger {}", config.ledger.display()))?;
     let restored = ledger.restore_into(&mut budget).context("restoring the budget from the ledger")?;
+    let known = students.restore(&ledger).context("restoring the students' budgets from the ledger")?;
     let spent = budget.spent();
-    tracing::info!(ledger = %config.ledger.display(), restored, epsilon = spent, "budget restored");
+    tracing::info!(ledger = %config.ledger.display(), restored, students = known, epsilon = spent, student_limit, "budget restored");
 
     let addrs = config.teacher_addrs()?;
     let quorum = config.quorum.unwrap_or(addrs.len() / 2 + 1);
     let secs = |s: f64, what: &str| Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"));
-    let pool = TeacherPool::connect(&addrs, quorum, secs(config.vote_timeout, "--vote-timeout")?, secs(config.connect_timeout, "--connect-timeout")?).await?;
+    let pool = TeacherPool::connect(
+        &addrs,
+        quorum,
+        secs(config.vote_timeout, "--vote-timeout")?,
+        secs(config.connect_timeout, "--connect-timeout")?,
+        &transport,
+    )
+    .await?;
     let [rows, cols] = pool.input_shape();
     tracing::info!(teachers = pool.len(), quorum, rows, cols, classes = pool.classes(), mechanism = mechanism.name(), "ensemble ready");
 
-    let service = AggregatorService::new(pool, budget, ledger, config.max_batch);
+    let service = AggregatorService::new(pool, budget, students, ledger, config.max_batch);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<AggregatorServer<AggregatorService>>().await;
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "serving labels");
-    tonic::transport::Server::builder()
+    let aggregator = AggregatorServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    transport
+        .server()?
         .add_service(health)
-        .add_service(
-            AggregatorServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        .add_service(InterceptedService::new(aggregator, RequireRole::students_only(transport.is_tls())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("aggregator server failed")?;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use pate_proto::tls::{ServerRole, Transport};
 use pate_proto::v1::{teacher_client::TeacherClient, DescribeRequest, TeacherInfo, VoteRequest};
 use pate_proto::Samples;
 use tonic::transport::{Channel, Endpoint};
@@ -59,7 +60,9 @@ pub enum PoolError {
         failures: String,
     },
     /// Too few teachers answered a vote in time: the query costs nothing.
-    #[error("only {answered} of {teachers} teachers voted, quorum is {quorum}; failures: {failures}")]
+    /// The message goes to students, so it names no teacher (their
+    /// addresses and errors are logged here instead).
+    #[error("only {answered} of {teachers} teachers voted, quorum is {quorum}; retry later")]
     NoQuorum {
         /// Teachers that voted.
         answered: usize,
@@ -67,8 +70,6 @@ pub enum PoolError {
         teachers: usize,
         /// Quorum needed.
         quorum: usize,
-        /// What went wrong with the others.
-        failures: String,
     },
 }
 
@@ -88,9 +89,9 @@ pub struct TeacherPool {
     infos: Vec<TeacherInfo>,
 }
 
-fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, PoolError> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Endpoint::from_shared(url)
+fn endpoint(addr: &str, timeout: Duration, transport: &Transport) -> Result<Endpoint, PoolError> {
+    transport
+        .endpoint(addr, ServerRole::Teacher)
         .map(|e| e.connect_timeout(timeout).timeout(timeout))
         .map_err(|e| PoolError::BadAddress { addr: addr.to_string(), reason: e.to_string() })
 }
@@ -117,15 +118,22 @@ impl TeacherPool {
     /// Connects to every teacher (retrying for up to `connect_for`), asks
     /// each to describe itself and checks they agree on input shape and
     /// classes. Teachers unreachable now are left out, as long as the
-    /// quorum is met.
-    pub async fn connect(addrs: &[String], quorum: usize, timeout: Duration, connect_for: Duration) -> Result<Self, PoolError> {
+    /// quorum is met. With TLS, `transport` authenticates the aggregator to
+    /// the teachers and checks their certificates.
+    pub async fn connect(
+        addrs: &[String],
+        quorum: usize,
+        timeout: Duration,
+        connect_for: Duration,
+        transport: &Transport,
+    ) -> Result<Self, PoolError> {
         if addrs.is_empty() {
             return Err(PoolError::NoTeachers);
         }
         if quorum == 0 || quorum > addrs.len() {
             return Err(PoolError::BadQuorum { quorum, teachers: addrs.len() });
         }
-        let endpoints = addrs.iter().map(|a| endpoint(a, timeout)).collect::<Result<Vec<_>, _>>()?;
+        let endpoints = addrs.iter().map(|a| endpoint(a, timeout, transport)).collect::<Result<Vec<_>, _>>()?;
         let results = join_all(endpoints.into_iter().map(|ep| describe(ep, connect_for))).await;
         let (mut members, mut infos, mut failures) = (Vec::new(), Vec::new(), Vec::new());
         for (addr, result) in addrs.iter().zip(results) {
@@ -212,18 +220,15 @@ impl TeacherPool {
             }
         });
         let results = join_all(calls).await;
-        let (mut votes, mut failures) = (Vec::new(), Vec::new());
+        let mut votes = Vec::new();
         for (m, r) in self.members.iter().zip(results) {
             match r {
                 Ok(v) => votes.push(v),
-                Err(e) => {
-                    tracing::warn!(teacher = %m.addr, request_id, error = %e, "teacher abstained");
-                    failures.push(format!("{}: {e}", m.addr));
-                }
+                Err(e) => tracing::warn!(teacher = %m.addr, request_id, error = %e, "teacher abstained"),
             }
         }
         if votes.len() < self.quorum {
-            return Err(PoolError::NoQuorum { answered: votes.len(), teachers: self.members.len(), quorum: self.quorum, failures: failures.join("; ") });
+            return Err(PoolError::NoQuorum { answered: votes.len(), teachers: self.members.len(), quorum: self.quorum });
         }
         Ok(votes)
     }
@@ -253,11 +258,12 @@ mod tests {
     #[tokio::test]
     async fn rejects_bad_configuration() {
         let t = Duration::from_millis(100);
-        assert!(matches!(TeacherPool::connect(&[], 1, t, t).await, Err(PoolError::NoTeachers)));
+        let p = Transport::plaintext();
+        assert!(matches!(TeacherPool::connect(&[], 1, t, t, &p).await, Err(PoolError::NoTeachers)));
         let addrs = vec!["127.0.0.1:1".to_string()];
-        assert!(matches!(TeacherPool::connect(&addrs, 2, t, t).await, Err(PoolError::BadQuorum { .. })));
-        assert!(matches!(TeacherPool::connect(&addrs, 1, t, t).await, Err(PoolError::StartupQuorum { reached: 0, .. })));
+        assert!(matches!(TeacherPool::connect(&addrs, 2, t, t, &p).await, Err(PoolError::BadQuorum { .. })));
+        assert!(matches!(TeacherPool::connect(&addrs, 1, t, t, &p).await, Err(PoolError::StartupQuorum { reached: 0, .. })));
         let bad = vec!["http://[not an address".to_string()];
-        assert!(matches!(TeacherPool::connect(&bad, 1, t, t).await, Err(PoolError::BadAddress { .. })));
+        assert!(matches!(TeacherPool::connect(&bad, 1, t, t, &p).await, Err(PoolError::BadAddress { .. })));
     }
 }

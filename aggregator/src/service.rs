@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use pate_privacy::budget::{Budget, BudgetError, BudgetSnapshot};
 use pate_privacy::noise::{NoiseError, NoisyMax};
+use pate_proto::auth::Caller;
 use pate_proto::v1::{self, aggregator_server::Aggregator};
 use pate_proto::Samples;
 use tonic::{Request, Response, Status};
@@ -12,6 +13,7 @@ use tracing::instrument;
 
 use crate::ledger::{Ledger, LedgerError, QueryRecord};
 use crate::pool::{histograms, PoolError, TeacherPool};
+use crate::students::StudentBudgets;
 
 /// Why a Label call failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,14 @@ pub enum LabelError {
     /// Answering would pass the privacy budget.
     #[error(transparent)]
     Budget(#[from] BudgetError),
+    /// Answering would pass the caller's own budget.
+    #[error("the budget of {caller} is exhausted (each student has its own as well as the global one): {source}")]
+    StudentBudget {
+        /// The caller's identity.
+        caller: String,
+        /// The refusal.
+        source: BudgetError,
+    },
     /// Too few teachers answered.
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -49,7 +59,7 @@ impl From<LabelError> for Status {
             LabelError::Input(e) => e.into(),
             LabelError::NoRequestId | LabelError::Ledger(LedgerError::ReusedId(_)) => Status::invalid_argument(msg),
             LabelError::InFlight(_) => Status::aborted(msg),
-            LabelError::Budget(_) => Status::resource_exhausted(msg),
+            LabelError::Budget(_) | LabelError::StudentBudget { .. } => Status::resource_exhausted(msg),
             LabelError::Pool(_) => Status::unavailable(msg),
             LabelError::Noise(_) | LabelError::Ledger(_) | LabelError::Worker(_) => Status::internal(msg),
         }
@@ -58,6 +68,7 @@ impl From<LabelError> for Status {
 
 struct State {
     budget: Budget,
+    students: StudentBudgets,
     in_flight: HashSet<String>,
 }
 
@@ -76,8 +87,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn budget_state(s: &BudgetSnapshot, mechanism: &str) -> v1::BudgetState {
+fn budget_state(s: &BudgetSnapshot, mechanism: &str, caller: &str, own: &BudgetSnapshot) -> v1::BudgetState {
     v1::BudgetState {
+        caller: caller.to_string(),
+        caller_epsilon_spent: own.epsilon_spent,
+        caller_epsilon_limit: own.epsilon_limit,
         epsilon_spent: s.epsilon_spent,
         epsilon_limit: s.epsilon_limit,
         delta: s.delta,
@@ -89,11 +103,17 @@ fn budget_state(s: &BudgetSnapshot, mechanism: &str) -> v1::BudgetState {
     }
 }
 
-/// Identifies a batch's samples, so a reused request id cannot fetch
-/// answers recorded for other inputs.
-fn samples_digest(s: &Samples) -> String {
+/// Identifies a batch's samples and who asked, so a reused request id
+/// cannot fetch answers recorded for other inputs or for another student
+/// (which would be free labels off someone else's budget). Anonymous
+/// callers hash as before per-student accounting, so old ledgers replay.
+fn samples_digest(caller: &Caller, s: &Samples) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    if let Caller::Party(role) = caller {
+        h.update(role.uri().as_bytes());
+        h.update([0u8]);
+    }
     h.update((s.n as u64).to_le_bytes());
     h.update((s.rows as u64).to_le_bytes());
     h.update((s.cols as u64).to_le_bytes());
@@ -103,19 +123,21 @@ fn samples_digest(s: &Samples) -> String {
 
 impl AggregatorService {
     /// Builds the service; `budget` must already hold what `ledger` recorded.
-    pub fn new(pool: TeacherPool, budget: Budget, ledger: Ledger, max_batch: usize) -> Self {
+    /// `students` likewise.
+    pub fn new(pool: TeacherPool, budget: Budget, students: StudentBudgets, ledger: Ledger, max_batch: usize) -> Self {
         AggregatorService {
             pool,
             mechanism: *budget.mechanism(),
-            state: Mutex::new(State { budget, in_flight: HashSet::new() }),
+            state: Mutex::new(State { budget, students, in_flight: HashSet::new() }),
             ledger: Arc::new(Mutex::new(ledger)),
             max_batch,
         }
     }
 
-    fn budget_now(&self) -> v1::BudgetState {
-        let st = lock(&self.state);
-        budget_state(&st.budget.snapshot(), st.budget.mechanism().name())
+    fn budget_now(&self, caller: &str) -> v1::BudgetState {
+        let mut st = lock(&self.state);
+        let own = st.students.get(caller).snapshot();
+        budget_state(&st.budget.snapshot(), st.budget.mechanism().name(), caller, &own)
     }
 
     async fn with_ledger<R: Send + 'static>(
@@ -127,7 +149,8 @@ impl AggregatorService {
         Ok(tokio::task::spawn_blocking(move || f(&mut lock(&ledger))).await??)
     }
 
-    async fn label(&self, req: v1::LabelRequest) -> Result<v1::LabelResponse, LabelError> {
+    async fn label(&self, req: v1::LabelRequest, caller: Caller) -> Result<v1::LabelResponse, LabelError> {
+        let student = caller.key();
         let id = req.request_id;
         if id.is_empty() {
             return Err(LabelError::NoRequestId);
@@ -135,11 +158,11 @@ impl AggregatorService {
         let samples = Samples::from_request(req.samples)?;
         let [rows, cols] = self.pool.input_shape();
         samples.check(rows, cols, self.max_batch)?;
-        let digest = samples_digest(&samples);
+        let digest = samples_digest(&caller, &samples);
         let (key, d) = (id.clone(), digest.clone());
         if let Some(labels) = self.with_ledger(move |l| l.lookup(&key, &d)).await? {
             tracing::info!(request_id = %id, n = labels.len(), "replayed recorded answer at no cost");
-            return Ok(v1::LabelResponse { labels, budget: Some(self.budget_now()) });
+            return Ok(v1::LabelResponse { labels, budget: Some(self.budget_now(&student)) });
         }
         let n = samples.n as u64;
         let reserved = {
@@ -147,7 +170,15 @@ impl AggregatorService {
             if st.in_flight.contains(&id) {
                 return Err(LabelError::InFlight(id));
             }
-            let r = st.budget.reserve(n);
+            let r = st.budget.reserve(n).map_err(LabelError::from).and_then(|()| {
+                // The student's own budget must have room too; a refusal
+                // there counts as a refusal of the global one as well.
+                st.students.get(&student).reserve(n).map_err(|source| {
+                    st.budget.release(n);
+                    st.budget.restore_refused(n);
+                    LabelError::StudentBudget { caller: student.clone(), source }
+                })
+            });
             if r.is_ok() {
                 st.in_flight.insert(id.clone());
             }
@@ -156,23 +187,26 @@ impl AggregatorService {
         if let Err(e) = reserved {
             let key = id.clone();
             self.with_ledger(move |l| l.record_refusal(&key, n)).await?;
-            tracing::warn!(request_id = %id, n, "refused: budget exhausted");
-            return Err(e.into());
+            tracing::warn!(request_id = %id, n, caller = %student, "refused: budget exhausted");
+            return Err(e);
         }
-        let result = self.answer(&id, &digest, &samples).await;
+        let result = self.answer(&id, &digest, &samples, &student).await;
         let mut st = lock(&self.state);
         st.in_flight.remove(&id);
         st.budget.release(n);
+        st.students.get(&student).release(n);
         let records = result?;
         for r in &records {
             st.budget.charge(r.answer.is_some());
+            st.students.get(&student).charge(r.answer.is_some());
         }
         let snapshot = st.budget.snapshot();
+        let own = st.students.get(&student).snapshot();
         drop(st);
         let labels: Vec<i32> = records.iter().map(|r| r.answer.map_or(-1, i32::from)).collect();
         let abstained = labels.iter().filter(|&&l| l < 0).count();
-        tracing::info!(request_id = %id, n, abstained, epsilon = snapshot.epsilon_spent, "answered label batch");
-        Ok(v1::LabelResponse { labels, budget: Some(budget_state(&snapshot, self.noise_name())) })
+        tracing::info!(request_id = %id, n, abstained, caller = %student, epsilon = snapshot.epsilon_spent, "answered label batch");
+        Ok(v1::LabelResponse { labels, budget: Some(budget_state(&snapshot, self.noise_name(), &student, &own)) })
     }
 
     fn noise_name(&self) -> &'static str {
@@ -181,7 +215,7 @@ impl AggregatorService {
 
     /// Collects votes, draws the noisy answers and commits them to the
     /// ledger; nothing is charged here, the caller does it after the commit.
-    async fn answer(&self, id: &str, digest: &str, samples: &Samples) -> Result<Vec<QueryRecord>, LabelError> {
+    async fn answer(&self, id: &str, digest: &str, samples: &Samples, student: &str) -> Result<Vec<QueryRecord>, LabelError> {
         let votes = self.pool.collect_votes(id, samples).await?;
         let hists = histograms(&votes, samples.n, self.pool.classes());
         let (cost_answered, cost_declined) = {
@@ -202,8 +236,8 @@ impl AggregatorService {
                 .collect::<Result<Vec<_>, NoiseError>>()
         })
         .await??;
-        let (key, digest, recs) = (id.to_string(), digest.to_string(), records.clone());
-        self.with_ledger(move |l| l.record(&key, &digest, &recs)).await?;
+        let (key, digest, recs, student) = (id.to_string(), digest.to_string(), records.clone(), student.to_string());
+        self.with_ledger(move |l| l.record(&key, &digest, &recs, &student)).await?;
         Ok(records)
     }
 }
@@ -212,15 +246,16 @@ impl AggregatorService {
 impl Aggregator for AggregatorService {
     #[instrument(skip_all, fields(request_id))]
     async fn label(&self, req: Request<v1::LabelRequest>) -> Result<Response<v1::LabelResponse>, Status> {
+        let caller = Caller::of(&req)?;
         let req = req.into_inner();
         tracing::Span::current().record("request_id", req.request_id.as_str());
-        let resp = self.label(req).await.inspect_err(|e| tracing::warn!(error = %e, "label request failed"))?;
+        let resp = self.label(req, caller).await.inspect_err(|e| tracing::warn!(error = %e, "label request failed"))?;
         Ok(Response::new(resp))
     }
 
     #[instrument(skip_all)]
-    async fn budget(&self, _req: Request<v1::BudgetRequest>) -> Result<Response<v1::BudgetState>, Status> {
-        Ok(Response::new(self.budget_now()))
+    async fn budget(&self, req: Request<v1::BudgetRequest>) -> Result<Response<v1::BudgetState>, Status> {
+        Ok(Response::new(self.budget_now(&Caller::of(&req)?.key())))
     }
 
     #[instrument(skip_all)]

@@ -1,5 +1,6 @@
 //! `pate`: one front door to the PATE framework.
 
+mod certs;
 mod data;
 mod experiment;
 mod lab;
@@ -29,6 +30,9 @@ enum Command {
     /// Privacy accounting: analyze votes, report a ledger, plan noise.
     #[command(subcommand)]
     Privacy(privacy::PrivacyCommand),
+    /// Provision certificates: a CA and one per party, the role inside.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 #[tokio::main]
@@ -42,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd)?,
         Command::Experiment(cmd) => experiment::run(cmd).await?,
         Command::Privacy(cmd) => privacy::run(cmd)?,
+        Command::Certs(cmd) => certs::run(cmd)?,
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The pate.v1 gRPC protocol: generated tonic/prost code plus the checked
-//! conversion of wire tensors into sample batches.
+//! conversion of wire tensors into sample batches, and the plumbing every
+//! party shares: mutual TLS ([`tls`]), roles ([`auth`]), provisioning
+//! ([`certs`]) and serving ([`runtime`]).
 //!
 //! Only this crate knows prost types. The other crates convert at the edge
 //! with [`Samples::try_from`], so malformed input becomes a clear
@@ -11,8 +13,11 @@ pub mod v1 {
     tonic::include_proto!("pate.v1");
 }
 
+pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod runtime;
+pub mod tls;
 
 pub use v1::{Dtype, Tensor};
 

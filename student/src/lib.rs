@@ -73,6 +73,10 @@ pub struct Config {
     /// EXPERIMENTS ONLY: trigger corner.
     #[arg(long, default_value = "bottom-right", env = "PATE_TRIGGER_CORNER")]
     pub trigger_corner: Corner,
+    /// Transport security: the student's certificate identifies it to the
+    /// aggregator (and to its own budget there).
+    #[command(flatten)]
+    pub tls: pate_proto::tls::TlsArgs,
 }
 
 impl Config {

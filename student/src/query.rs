@@ -6,7 +6,8 @@ use anyhow::Context;
 use pate_ml::data::Images;
 use pate_proto::v1::{aggregator_client::AggregatorClient, BudgetRequest, BudgetState, EnsembleRequest, LabelRequest};
 use pate_proto::Samples;
-use tonic::transport::{Channel, Endpoint};
+use pate_proto::tls::{ServerRole, Transport};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::Config;
@@ -30,9 +31,8 @@ pub struct Labelled {
     pub budget: BudgetState,
 }
 
-async fn connect(addr: &str, wait: Duration) -> anyhow::Result<AggregatorClient<Channel>> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    let ep = Endpoint::from_shared(url).with_context(|| format!("bad aggregator address {addr:?}"))?;
+async fn connect(addr: &str, wait: Duration, transport: &Transport) -> anyhow::Result<AggregatorClient<Channel>> {
+    let ep = transport.endpoint(addr, ServerRole::Aggregator).with_context(|| format!("bad aggregator address {addr:?}"))?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match ep.connect().await {
@@ -53,7 +53,8 @@ fn random_run_id() -> String {
 /// Stops asking once the budget is exhausted and returns what it got.
 pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> anyhow::Result<Labelled> {
     let wait = Duration::try_from_secs_f64(config.connect_timeout).context("bad --connect-timeout")?;
-    let mut client = connect(&config.aggregator, wait).await?;
+    let transport = config.tls.load().context("transport security")?;
+    let mut client = connect(&config.aggregator, wait, &transport).await?;
     let ensemble = client.ensemble(EnsembleRequest {}).await.context("asking the aggregator about its ensemble")?.into_inner();
     anyhow::ensure!(
         ensemble.input_shape == [images.rows as u32, images.cols as u32] && ensemble.num_classes as usize == classes,

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use pate_proto::auth::RequireRole;
+use pate_proto::tls::TlsArgs;
 use pate_proto::v1::teacher_server::TeacherServer;
+use tonic::service::interceptor::InterceptedService;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -32,10 +35,14 @@ pub struct ServeConfig {
     /// Largest batch of samples one Vote may carry.
     #[arg(long, default_value_t = 4096, env = "PATE_MAX_BATCH")]
     pub max_batch: usize,
+    /// Transport security: the teacher answers only the aggregator's certificate.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Serves the teacher in `config` on `listener` until `shutdown` resolves.
 pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let transport = config.tls.load().context("transport security")?;
     let dir = config.checkpoint.clone();
     let (model, meta) = tokio::task::spawn_blocking(move || pate_ml::checkpoint::load(&dir))
         .await
@@ -48,9 +55,11 @@ pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: impl Futu
     reporter.set_serving::<TeacherServer<TeacherService>>().await;
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(teacher = %id, %addr, "serving votes");
-    tonic::transport::Server::builder()
+    let teacher = TeacherServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    transport
+        .server()?
         .add_service(health)
-        .add_service(TeacherServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(InterceptedService::new(teacher, RequireRole::aggregator_only(transport.is_tls())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("teacher server failed")?;

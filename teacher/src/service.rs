@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pate_ml::checkpoint::ModelMeta;
 use pate_ml::data::Images;
 use pate_ml::model::Classifier;
-use pate_ml::train::{predict, predict_proba};
+use pate_ml::train::predict;
 use pate_proto::v1::{self, teacher_server::Teacher};
 use pate_proto::Samples;
 use tonic::{Request, Response, Status};
@@ -20,6 +20,9 @@ pub enum VoteError {
     /// The request was malformed.
     #[error(transparent)]
     Input(#[from] pate_proto::ProtoError),
+    /// The request asked for probability vectors, which are never served.
+    #[error("teachers return labels only: probability vectors are not served over the network")]
+    Probabilities,
     /// The model failed on valid input.
     #[error("model failed: {0}")]
     Model(#[from] pate_ml::train::TrainError),
@@ -32,6 +35,7 @@ impl From<VoteError> for Status {
     fn from(err: VoteError) -> Self {
         match err {
             VoteError::Input(e) => e.into(),
+            VoteError::Probabilities => Status::permission_denied(VoteError::Probabilities.to_string()),
             other => Status::internal(other.to_string()),
         }
     }
@@ -52,22 +56,15 @@ impl TeacherService {
     }
 
     async fn vote(&self, req: v1::VoteRequest) -> Result<v1::VoteResponse, VoteError> {
+        if req.with_probabilities {
+            return Err(VoteError::Probabilities);
+        }
         let samples = Samples::from_request(req.samples)?;
         samples.check(self.meta.rows, self.meta.cols, self.max_batch)?;
         let images = Images { data: samples.pixels, rows: samples.rows, cols: samples.cols };
         let model = Arc::clone(&self.model);
-        let with_probabilities = req.with_probabilities;
         // A forward pass is CPU work: keep it off the async runtime.
-        tokio::task::spawn_blocking(move || {
-            let labels = predict(&model, &images, FORWARD_BATCH)?;
-            let probabilities = if with_probabilities {
-                predict_proba(&model, &images, FORWARD_BATCH, 1.0)?.concat()
-            } else {
-                Vec::new()
-            };
-            Ok(v1::VoteResponse { labels, probabilities })
-        })
-        .await?
+        tokio::task::spawn_blocking(move || Ok(v1::VoteResponse { labels: predict(&model, &images, FORWARD_BATCH)? })).await?
     }
 }
 
@@ -75,12 +72,8 @@ impl TeacherService {
 impl Teacher for TeacherService {
     #[instrument(skip_all, fields(teacher = %self.id))]
     async fn describe(&self, _req: Request<v1::DescribeRequest>) -> Result<Response<v1::TeacherInfo>, Status> {
+        // Shape and classes only: no statistic of the private partition.
         let m = &self.meta;
-        let poison = m.poison.as_ref().map(|p| v1::PoisonInfo {
-            trigger: format!("{} {}x{} {}", p.trigger.pattern, p.trigger.size, p.trigger.size, p.trigger.corner),
-            rate: p.rate,
-            target_class: u32::from(p.target_class),
-        });
         Ok(Response::new(v1::TeacherInfo {
             teacher_id: self.id.clone(),
             partition_index: m.partition_index as u32,
@@ -88,9 +81,6 @@ impl Teacher for TeacherService {
             model_kind: m.model_kind.to_string(),
             input_shape: vec![m.rows as u32, m.cols as u32],
             num_classes: m.classes as u32,
-            train_accuracy: m.train_accuracy,
-            data_fingerprint: m.data_fingerprint.clone(),
-            poison,
         }))
     }
 

@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use pate_proto::auth::Role;
+use pate_proto::tls::ServerRole;
 use pate_proto::v1::{aggregator_client::AggregatorClient, BudgetRequest, LabelRequest};
+use tonic::transport::Channel;
 
-async fn spawn_aggregator(teacher: &str, ledger: &std::path::Path, addr_file: &std::path::Path) -> (tokio::process::Child, String) {
+async fn spawn_aggregator(teacher: &str, ledger: &std::path::Path, addr_file: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
     let _ = std::fs::remove_file(addr_file);
     let child = tokio::process::Command::new(bin("pate-aggregator"))
         .args(["--teacher", teacher, "--delta", "0", "--noise-scale", "10", "--epsilon-limit", "1000", "--listen", "127.0.0.1:0"])
@@ -20,6 +23,7 @@ async fn spawn_aggregator(teacher: &str, ledger: &std::path::Path, addr_file: &s
         .arg(ledger)
         .arg("--addr-file")
         .arg(addr_file)
+        .args(tls(Role::Aggregator).to_args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -27,11 +31,16 @@ async fn spawn_aggregator(teacher: &str, ledger: &std::path::Path, addr_file: &s
         .expect("start pate-aggregator");
     for _ in 0..600 {
         if let Ok(addr) = std::fs::read_to_string(addr_file) {
-            return (child, format!("http://{}", addr.trim()));
+            return (child, addr.trim().parse().expect("address"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("aggregator did not start");
+}
+
+/// Student 0's client, once the aggregator answers TLS.
+async fn student(addr: std::net::SocketAddr) -> AggregatorClient<Channel> {
+    AggregatorClient::new(channel(addr, &transport(Role::Student(0)), ServerRole::Aggregator).await.expect("connect"))
 }
 
 fn request(i: usize) -> LabelRequest {
@@ -50,7 +59,7 @@ async fn kill_9_mid_stream_loses_no_spent_budget() {
     let received: Arc<Mutex<Vec<(usize, Vec<i32>)>>> = Arc::default();
     let sink = Arc::clone(&received);
     let stream = tokio::spawn(async move {
-        let mut client = AggregatorClient::connect(url).await.expect("connect");
+        let mut client = student(url).await;
         for i in 0.. {
             match client.label(request(i)).await {
                 Ok(r) => sink.lock().expect("lock").push((i, r.into_inner().labels)),
@@ -70,7 +79,7 @@ async fn kill_9_mid_stream_loses_no_spent_budget() {
 
     // Restart on the same ledger.
     let (child, url) = spawn_aggregator(&t, &ledger, &addr_file).await;
-    let mut client = AggregatorClient::connect(url).await.expect("connect");
+    let mut client = student(url).await;
     let before = client.budget(BudgetRequest {}).await.expect("budget").into_inner();
     let answered: usize = received.iter().map(|(_, l)| l.len()).sum();
     assert!(before.queries_answered as usize >= answered, "{before:?} < {answered} answered");

@@ -39,6 +39,12 @@ fn lab_runs_the_whole_pipeline_on_real_data() {
     let queries = ledger.queries().expect("queries");
     assert_eq!(queries.len(), 400);
     assert!(queries.iter().all(|q| q.histogram.iter().sum::<u32>() == 5 && q.answer.is_some()));
+    // Every link ran mutual TLS with certificates the lab provisioned.
+    for party in ["aggregator", "teacher-4", "student-0"] {
+        assert!(out.join(format!("certs/{party}.pem")).is_file(), "no certificate for {party}");
+    }
+    let log = std::fs::read_to_string(out.join("logs/aggregator.log")).expect("aggregator log");
+    assert!(log.contains("mutual TLS on") && !log.contains("--insecure"), "{log}");
     // No child outlives the lab.
     let ps = Command::new("pgrep").args(["-f", &out.display().to_string()]).output().expect("pgrep");
     assert!(ps.stdout.is_empty(), "children still running: {}", String::from_utf8_lossy(&ps.stdout));

@@ -18,7 +18,7 @@ use super::certify::{histograms, share_certified, summarize};
 use super::measure::{mean_where, score_checkpoint, EvalVotes};
 use super::teachers::{config_hash, ensure_trained, TeacherSpec};
 use crate::lab::ensemble::teacher_votes_tagged;
-use crate::lab::parties::{self, AggregatorSettings, Bins, RunDirs};
+use crate::lab::parties::{self, AggregatorSettings, Bins, PartyTls, RunDirs};
 use crate::lab::procs::Children;
 use crate::lab::{path_arg, s};
 
@@ -99,13 +99,15 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let teachers_trained = ensure_trained(&bins.teacher, &served, &cache, &dirs, args.parallel()).await?;
 
     let named: Vec<_> = served.iter().enumerate().map(|(k, t)| (format!("teacher-{k}"), t.dir(&cache))).collect();
-    let addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs).await?;
+    let tls = PartyTls::provision(&args.out, named.len(), 1, false)?;
+    let operator = tls.operator()?;
+    let addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls).await?;
     println!("  {} teachers serving", addrs.len());
 
     // The operator's noise-free votes.
-    let votes_eval = teacher_votes_tagged(&addrs, &eval.images, "exp-eval").await?;
-    let votes_trig = teacher_votes_tagged(&addrs, &eval_trig, "exp-trigger").await?;
-    let votes_query = teacher_votes_tagged(&addrs[..n], &query_images, "exp-query").await?;
+    let votes_eval = teacher_votes_tagged(&addrs, &eval.images, "exp-eval", &operator).await?;
+    let votes_trig = teacher_votes_tagged(&addrs, &eval_trig, "exp-trigger", &operator).await?;
+    let votes_query = teacher_votes_tagged(&addrs[..n], &query_images, "exp-query", &operator).await?;
     let attacked_idx: Vec<usize> = (0..n).collect();
     let (a_eval, a_trig) = (select(&votes_eval, &attacked_idx), select(&votes_trig, &attacked_idx));
     let ev = EvalVotes { clean: &a_eval, triggered: &a_trig, labels: &eval.labels, classes, target: args.target };
@@ -119,10 +121,10 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
 
     // The student of the attacked ensemble.
     let settings = AggregatorSettings { noise_scale: args.noise_scale, epsilon_limit: args.epsilon_limit, delta: args.delta };
-    let agg = parties::start_aggregator(children, &bins.aggregator, "aggregator", &addrs[..n], &args.out.join("ledger.db"), settings, &dirs).await?;
+    let agg = parties::start_aggregator(children, &bins.aggregator, "aggregator", &addrs[..n], &args.out.join("ledger.db"), settings, &dirs, &tls).await?;
     let student_out = args.out.join("student");
     println!("  student learning from the attacked ensemble");
-    let sr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &student_out), &student_out, &dirs.logs.join("student.log")).await?;
+    let sr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &student_out), &student_out, &dirs.logs.join("student.log"), &tls).await?;
     let (e, t, target, dir) = (eval.clone(), eval_trig.clone(), args.target, student_out.join("model"));
     let student = tokio::task::spawn_blocking(move || score_checkpoint(&dir, &e, &t, target)).await??;
     println!("  student accuracy {:.4}, ASR {:.4}", student.accuracy, student.asr);
@@ -137,10 +139,10 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
             let (c_eval, c_trig) = (select(&votes_eval, &clean_idx), select(&votes_trig, &clean_idx));
             let cv = EvalVotes { clean: &c_eval, triggered: &c_trig, labels: &eval.labels, classes, target: args.target };
             let clean_addrs: Vec<SocketAddr> = clean_idx.iter().map(|&k| addrs[k]).collect();
-            let agg = parties::start_aggregator(children, &bins.aggregator, "reference-aggregator", &clean_addrs, &args.out.join("reference-ledger.db"), settings, &dirs).await?;
+            let agg = parties::start_aggregator(children, &bins.aggregator, "reference-aggregator", &clean_addrs, &args.out.join("reference-ledger.db"), settings, &dirs, &tls).await?;
             let out = args.out.join("reference-student");
             println!("  reference student learning from the clean ensemble");
-            let rr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &out), &out, &dirs.logs.join("reference-student.log")).await?;
+            let rr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &out), &out, &dirs.logs.join("reference-student.log"), &tls).await?;
             let (e, t, target, dir) = (eval.clone(), eval_trig.clone(), args.target, out.join("model"));
             let student = tokio::task::spawn_blocking(move || score_checkpoint(&dir, &e, &t, target)).await??;
             let r = Reference { ensemble: cv.ensemble(), student, epsilon: Some(rr.epsilon) };

@@ -1,11 +1,13 @@
 //! The operator's noise-free view of the ensemble: every teacher's votes on
 //! the evaluation set, asked directly (this costs no budget because nothing
-//! leaves the operator; students never get it).
+//! leaves the operator; students never get it). The operator runs the
+//! aggregator and so holds its certificate, the only one teachers answer.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use pate_ml::data::Images;
+use pate_proto::tls::{ServerRole, Transport};
 use pate_proto::v1::{teacher_client::TeacherClient, VoteRequest};
 use pate_proto::Samples;
 
@@ -13,18 +15,20 @@ use pate_proto::Samples;
 const BATCH: usize = 1000;
 
 /// Each teacher's labels for every image, in teacher order.
-pub async fn teacher_votes(addrs: &[SocketAddr], images: &Images) -> anyhow::Result<Vec<Vec<u8>>> {
-    teacher_votes_tagged(addrs, images, "lab-eval").await
+pub async fn teacher_votes(addrs: &[SocketAddr], images: &Images, transport: &Transport) -> anyhow::Result<Vec<Vec<u8>>> {
+    teacher_votes_tagged(addrs, images, "lab-eval", transport).await
 }
 
 /// As [`teacher_votes`], with request ids starting `tag`.
-pub async fn teacher_votes_tagged(addrs: &[SocketAddr], images: &Images, tag: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+pub async fn teacher_votes_tagged(addrs: &[SocketAddr], images: &Images, tag: &str, transport: &Transport) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut all = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let mut client = TeacherClient::connect(format!("http://{addr}"))
+        let channel = transport
+            .endpoint(&addr.to_string(), ServerRole::Teacher)?
+            .connect()
             .await
-            .with_context(|| format!("connecting to teacher {addr}"))?
-            .max_encoding_message_size(64 << 20);
+            .with_context(|| format!("connecting to teacher {addr}"))?;
+        let mut client = TeacherClient::new(channel).max_encoding_message_size(64 << 20);
         let mut labels = Vec::with_capacity(images.len());
         for start in (0..images.len()).step_by(BATCH) {
             let chunk = images.range(start..(start + BATCH).min(images.len()));

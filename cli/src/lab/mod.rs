@@ -14,7 +14,7 @@ use pate_ml::model::ModelKind;
 use pate_ml::train::accuracy;
 use serde::{Deserialize, Serialize};
 
-use parties::{AggregatorSettings, Bins, RunDirs};
+use parties::{AggregatorSettings, Bins, PartyTls, RunDirs};
 use procs::{run_bounded, Children};
 
 /// What a lab runs.
@@ -60,9 +60,14 @@ pub struct LabArgs {
     /// Where the teacher, aggregator and student binaries are [default: beside `pate`].
     #[arg(long, env = "PATE_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Output directory: checkpoints, logs, ledger, report.json.
+    /// Output directory: checkpoints, logs, ledger, certificates, report.json.
     #[arg(long, default_value = "lab-out")]
     pub out: PathBuf,
+    /// Run every link in plaintext, without certificates or roles (by
+    /// default the lab provisions a CA and one certificate per party under
+    /// `<out>/certs` and runs mutual TLS everywhere).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The lab's `report.json`.
@@ -144,6 +149,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let out = args.out.clone();
     let dirs = RunDirs::create(&out)?;
     let logs = dirs.logs.clone();
+    let tls = PartyTls::provision(&out, args.teachers, 1, args.insecure)?;
     println!("pate lab: {} teachers ({}), {} queries, Laplace scale {}, data {}", args.teachers, args.model, args.queries, args.noise_scale, data_dir.display());
 
     // 1. Train the teachers, bounded by the cores.
@@ -165,17 +171,18 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     // 2. Serve the teachers, then the aggregator.
     let t = Instant::now();
     let named: Vec<(String, PathBuf)> = (0..args.teachers).map(|i| (format!("teacher-{i}"), out.join(format!("teachers/{i}")))).collect();
-    let teacher_addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs).await?;
+    let teacher_addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls).await?;
     println!("  {} teachers serving", teacher_addrs.len());
     let settings = AggregatorSettings { noise_scale: args.noise_scale, epsilon_limit: args.epsilon_limit, delta: args.delta };
     let aggregator_addr =
-        parties::start_aggregator(children, &bins.aggregator, "aggregator", &teacher_addrs, &out.join("ledger.db"), settings, &dirs).await?;
+        parties::start_aggregator(children, &bins.aggregator, "aggregator", &teacher_addrs, &out.join("ledger.db"), settings, &dirs, &tls)
+            .await?;
     let serve_seconds = t.elapsed().as_secs_f64();
     println!("  aggregator serving on {aggregator_addr}");
 
     // 3. The operator's noise-free ensemble measurement.
     let t = Instant::now();
-    let votes = ensemble::teacher_votes(&teacher_addrs, &split.eval.images).await?;
+    let votes = ensemble::teacher_votes(&teacher_addrs, &split.eval.images, &tls.operator()?).await?;
     let teacher_accuracies: Vec<f64> = votes.iter().map(|v| accuracy(v, &split.eval.labels)).collect();
     let ensemble_accuracy = accuracy(&ensemble::plurality(&votes, data.num_classes()), &split.eval.labels);
     let ensemble_seconds = t.elapsed().as_secs_f64();
@@ -187,7 +194,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&data_dir), s("--eval-size"), s(args.eval_size),
         s("--queries"), s(args.queries), s("--seed"), s(args.seed), s("--model"), s(args.model), s("--epochs"), s(args.student_epochs),
         s("--out"), path_arg(&student_out)];
-    let sr = parties::run_student(children, &bins.student, &a, &student_out, &logs.join("student.log")).await?;
+    let sr = parties::run_student(children, &bins.student, &a, &student_out, &logs.join("student.log"), &tls).await?;
     let student_seconds = t.elapsed().as_secs_f64();
     let ledger = crate::privacy::ledger_report(&out.join("ledger.db"), args.delta, pate_privacy::Conversion::Classic)?;
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use pate_proto::auth::Role;
+use pate_proto::tls::{TlsArgs, Transport};
 
 use super::procs::{bin_path, spawn_logged, tail, Children};
 use super::{path_arg, s, watch};
@@ -53,20 +55,67 @@ impl RunDirs {
     }
 }
 
+/// How a run's parties secure their links: certificates provisioned for
+/// this run under `<out>/certs` (the default), or plaintext when asked.
+#[derive(Debug, Clone)]
+pub enum PartyTls {
+    /// Mutual TLS with the certificates in this directory.
+    Certs(PathBuf),
+    /// `--insecure`: plaintext, no roles.
+    Insecure,
+}
+
+impl PartyTls {
+    /// Provisions a fresh CA with an aggregator, `teachers` teachers and
+    /// `students` students into `<out>/certs` (replacing an earlier run's:
+    /// every child of this run is started anew), or plaintext if `insecure`.
+    pub fn provision(out: &Path, teachers: usize, students: usize, insecure: bool) -> anyhow::Result<PartyTls> {
+        if insecure {
+            println!("  WARNING: --insecure: every link in plaintext, without authentication or roles");
+            return Ok(PartyTls::Insecure);
+        }
+        let dir = out.join("certs");
+        let count = |n: usize, what: &str| u32::try_from(n).with_context(|| format!("{n} {what} is too many"));
+        pate_proto::certs::init(&dir, count(teachers, "teachers")?, count(students, "students")?, &[], true)
+            .with_context(|| format!("provisioning certificates in {}", dir.display()))?;
+        Ok(PartyTls::Certs(dir))
+    }
+
+    /// The flags of party `role`.
+    pub fn args(&self, role: Role) -> TlsArgs {
+        match self {
+            PartyTls::Certs(dir) => TlsArgs::for_party(dir, role),
+            PartyTls::Insecure => TlsArgs::insecure(),
+        }
+    }
+
+    /// The operator's transport in this process: it holds the aggregator's
+    /// key (it runs the aggregator), the one identity teachers answer.
+    pub fn operator(&self) -> anyhow::Result<Transport> {
+        match self {
+            PartyTls::Certs(_) => Ok(self.args(Role::Aggregator).load()?),
+            PartyTls::Insecure => Ok(Transport::plaintext()),
+        }
+    }
+}
+
 /// Serves each `(name, checkpoint)` as a teacher process and returns their
-/// addresses, in order. Logs go to `<name>-serve.log`.
+/// addresses, in order. Logs go to `<name>-serve.log`. The k-th teacher
+/// presents the certificate of `pate://teacher/<k>`.
 pub async fn serve_teachers(
     children: &mut Children,
     bin: &Path,
     teachers: &[(String, PathBuf)],
     dirs: &RunDirs,
+    tls: &PartyTls,
 ) -> anyhow::Result<Vec<SocketAddr>> {
     let mut addrs = Vec::with_capacity(teachers.len());
-    for (name, checkpoint) in teachers {
+    for (k, (name, checkpoint)) in teachers.iter().enumerate() {
         let addr_file = dirs.run.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let log = dirs.logs.join(format!("{name}-serve.log"));
-        let a = vec![s("serve"), s("--checkpoint"), path_arg(checkpoint), s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file)];
+        let mut a = vec![s("serve"), s("--checkpoint"), path_arg(checkpoint), s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file)];
+        a.extend(tls.args(Role::Teacher(u32::try_from(k)?)).to_args());
         children.push(name.replace('-', " "), spawn_logged(bin, &a, &log)?, log);
         addrs.push(children.wait_addr_file(&addr_file, Duration::from_secs(120)).await?);
     }
@@ -94,6 +143,7 @@ pub async fn start_aggregator(
     ledger: &Path,
     settings: AggregatorSettings,
     dirs: &RunDirs,
+    tls: &PartyTls,
 ) -> anyhow::Result<SocketAddr> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", ledger.display()));
@@ -104,21 +154,26 @@ pub async fn start_aggregator(
         s("--mechanism"), s("lnmax"), s("--noise-scale"), s(settings.noise_scale), s("--epsilon-limit"), s(settings.epsilon_limit),
         s("--delta"), s(settings.delta), s("--quorum"), s(teachers.len())];
     teachers.iter().for_each(|t| a.extend([s("--teacher"), t.to_string()]));
+    a.extend(tls.args(Role::Aggregator).to_args());
     let log = dirs.logs.join(format!("{name}.log"));
     children.push(s(name), spawn_logged(bin, &a, &log)?, log);
     children.wait_addr_file(&addr_file, Duration::from_secs(60)).await
 }
 
 /// Runs the student process with `args` (its `--out` must be `out`) until it
-/// exits, failing early if a server child dies; returns its report.
+/// exits, failing early if a server child dies; returns its report. It
+/// presents the certificate of `pate://student/0`.
 pub async fn run_student(
     children: &mut Children,
     bin: &Path,
     args: &[String],
     out: &Path,
     log: &Path,
+    tls: &PartyTls,
 ) -> anyhow::Result<pate_student::StudentReport> {
-    let mut student = spawn_logged(bin, args, log)?;
+    let mut args = args.to_vec();
+    args.extend(tls.args(Role::Student(0)).to_args());
+    let mut student = spawn_logged(bin, &args, log)?;
     let status = tokio::select! {
         st = student.wait() => st?,
         e = watch(children) => return Err(e),

@@ -1,5 +1,6 @@
-//! Shared helpers: the built binaries, a small real teacher, and servers
-//! started in process on `127.0.0.1:0` that shut down cleanly.
+//! Shared helpers: the built binaries, a small real teacher, certificates
+//! (provisioned once per test binary), and servers started in process on
+//! `127.0.0.1:0`, with mutual TLS, that shut down cleanly.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clap::Parser;
+use pate_proto::auth::Role;
+use pate_proto::tls::{ServerRole, TlsArgs, Transport};
 use pate_proto::v1::aggregator_client::AggregatorClient;
 use pate_proto::v1::teacher_client::TeacherClient;
 use pate_proto::Samples;
@@ -32,6 +35,32 @@ pub fn data_dir() -> PathBuf {
 fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
+}
+
+/// A CA with an aggregator, two teachers and two students, provisioned
+/// once per test binary.
+pub fn certs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch().join("certs");
+        pate_proto::certs::init(&dir, 2, 2, &[], false).expect("provision certificates");
+        dir
+    })
+}
+
+/// The TLS flags of `role`.
+pub fn tls(role: Role) -> TlsArgs {
+    TlsArgs::for_party(certs(), role)
+}
+
+/// The loaded transport of `role`.
+pub fn transport(role: Role) -> Transport {
+    tls(role).load().expect("load certificates")
+}
+
+/// A channel to the `server` at `addr` over `transport` (connected now).
+pub async fn channel(addr: SocketAddr, transport: &Transport, server: ServerRole) -> Result<Channel, tonic::transport::Error> {
+    transport.endpoint(&addr.to_string(), server).expect("endpoint").connect().await
 }
 
 /// Trains (once per test binary) a small MLP teacher on partition
@@ -83,24 +112,34 @@ async fn listener() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback")
 }
 
-/// Serves the checkpoint as a teacher.
+/// Serves the checkpoint as a teacher, with teacher 0's certificate.
 pub async fn start_teacher(checkpoint: &Path) -> Server {
+    start_teacher_with(checkpoint, tls(Role::Teacher(0))).await
+}
+
+/// Serves the checkpoint as a teacher with the given transport flags.
+pub async fn start_teacher_with(checkpoint: &Path, tls: TlsArgs) -> Server {
     let l = listener().await;
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel();
-    let config = pate_teacher::ServeConfig { checkpoint: checkpoint.to_path_buf(), id: None, max_batch: 64 };
+    let config = pate_teacher::ServeConfig { checkpoint: checkpoint.to_path_buf(), id: None, max_batch: 64, tls };
     let task = tokio::spawn(pate_teacher::run(config, l, async { let _ = rx.await; }));
     Server { addr, stop: Some(tx), task }
 }
 
-/// Parses aggregator flags (as on its command line) into a config.
+/// Parses aggregator flags (as on its command line) into a config; without
+/// --insecure or --tls-* flags it gets the aggregator's certificate.
 pub fn aggregator_config(args: &[&str]) -> pate_aggregator::Config {
     #[derive(Parser)]
     struct W {
         #[command(flatten)]
         config: pate_aggregator::Config,
     }
-    W::parse_from(std::iter::once("a").chain(args.iter().copied())).config
+    let mut config = W::parse_from(std::iter::once("a").chain(args.iter().copied())).config;
+    if config.tls == TlsArgs::default() {
+        config.tls = tls(Role::Aggregator);
+    }
+    config
 }
 
 /// Runs an aggregator with `config`.
@@ -112,13 +151,20 @@ pub async fn start_aggregator(config: pate_aggregator::Config) -> Server {
     Server { addr, stop: Some(tx), task }
 }
 
+/// A client of the teacher at `addr`, as the aggregator (the only role a
+/// teacher answers).
 pub async fn teacher_client(addr: SocketAddr) -> TeacherClient<Channel> {
-    TeacherClient::connect(format!("http://{addr}")).await.expect("connect teacher")
+    TeacherClient::new(channel(addr, &transport(Role::Aggregator), ServerRole::Teacher).await.expect("connect teacher"))
 }
 
-/// Connects once the aggregator is serving (it first connects to its teachers).
+/// A client of the aggregator at `addr`, as student 0.
 pub async fn aggregator_client(addr: SocketAddr) -> AggregatorClient<Channel> {
-    AggregatorClient::connect(format!("http://{addr}")).await.expect("connect aggregator")
+    aggregator_client_as(addr, Role::Student(0)).await
+}
+
+/// A client of the aggregator at `addr` with `role`'s certificate.
+pub async fn aggregator_client_as(addr: SocketAddr, role: Role) -> AggregatorClient<Channel> {
+    AggregatorClient::new(channel(addr, &transport(role), ServerRole::Aggregator).await.expect("connect aggregator"))
 }
 
 /// `n` real evaluation images (the last items of the test split).
