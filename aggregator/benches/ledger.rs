@@ -1,5 +1,6 @@
 //! Ledger throughput with full sync: answered queries committed per second,
-//! one transaction per request, for several request sizes.
+//! one transaction per request, for several request sizes; then refused
+//! requests per second (written without an fsync each).
 //!
 //! Run: `cargo bench -p pate-aggregator --bench ledger`
 
@@ -26,5 +27,13 @@ fn main() -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         println!("{per_request:>14} {requests:>10} {secs:>12.3} {:>16.0}", (per_request * requests) as f64 / secs);
     }
+    let mut ledger = Ledger::open(&dir.path().join("refusals.db"), &m, &orders)?;
+    let refusals = 3000;
+    let start = Instant::now();
+    for r in 0..refusals {
+        ledger.record_refusal(&format!("r{r}"), 10)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("refusals: {refusals} in {secs:.3} s, {:.0} per second", refusals as f64 / secs);
     Ok(())
 }

@@ -5,6 +5,14 @@
 //! crash or a restart never forgets spent budget, and a retried request id
 //! is answered from the record, never with fresh noise (averaging repeated
 //! noisy answers would strip the noise off).
+//!
+//! The ledger pins what its numbers mean: the mechanism and RDP orders, and
+//! the epsilon limit and delta of the budget. A restart with other values is
+//! refused (a restart must not quietly raise the "global" budget) unless the
+//! operator asks for the change, which is then recorded in `budget_changes`.
+//!
+//! Refusals cost no privacy, so they are written without an fsync: see
+//! [`Ledger::record_refusal`].
 
 use std::path::Path;
 
@@ -23,6 +31,17 @@ pub enum LedgerError {
     /// A stored value does not decode.
     #[error("ledger is corrupt: {0}")]
     Corrupt(String),
+    /// The budget's limit or delta differs from the one pinned in the ledger.
+    #[error("ledger was written with {key} = {stored}, but this aggregator is configured with {configured}; \
+             restart with {key} = {stored}, or pass --change-budget to change it (the change is recorded in the ledger)")]
+    BudgetChanged {
+        /// `epsilon_limit` or `delta`.
+        key: &'static str,
+        /// What the ledger holds.
+        stored: String,
+        /// What was configured now.
+        configured: String,
+    },
     /// The ledger was written for a different accounting set-up.
     #[error("ledger was written with {key} = {stored}, but this aggregator is configured with {configured}; use the same configuration or a fresh ledger file")]
     Mismatch {
@@ -69,6 +88,13 @@ CREATE TABLE IF NOT EXISTS queries (
     answer INTEGER NOT NULL,
     rdp BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS budget_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    old TEXT NOT NULL,
+    new TEXT NOT NULL,
+    changed_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS refusals (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
@@ -94,6 +120,25 @@ fn blob_to_f64s(b: &[u8]) -> Result<Vec<f64>, LedgerError> {
         return Err(LedgerError::Corrupt(format!("rdp blob of {} bytes", b.len())));
     }
     Ok(b.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+}
+
+/// Decodes one stored query row, refusing anything a correct ledger never
+/// holds: a restore must not quietly under-count (a short or negative RDP
+/// curve) or turn a corrupt answer into a free abstention.
+pub fn decode_query(histogram: &str, answer: i64, rdp: &[u8], orders: usize) -> Result<QueryRecord, LedgerError> {
+    let histogram = serde_json::from_str(histogram).map_err(|e| LedgerError::Corrupt(format!("histogram {histogram:?}: {e}")))?;
+    let answer = match answer {
+        -1 => None,
+        a => Some(u8::try_from(a).map_err(|_| LedgerError::Corrupt(format!("answer {a} is neither -1 nor a class")))?),
+    };
+    let rdp = blob_to_f64s(rdp)?;
+    if rdp.len() != orders {
+        return Err(LedgerError::Corrupt(format!("rdp curve of {} orders, the ledger accounts at {orders}", rdp.len())));
+    }
+    if let Some(bad) = rdp.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+        return Err(LedgerError::Corrupt(format!("rdp value {bad} is not a finite cost >= 0")));
+    }
+    Ok(QueryRecord { histogram, answer, rdp })
 }
 
 impl Ledger {
@@ -137,6 +182,49 @@ impl Ledger {
         }
     }
 
+    /// Pins the budget's epsilon limit and delta: the first open stores
+    /// them; later opens must match, unless `allow_change`, which updates
+    /// them and records each change (old, new, time) in `budget_changes`.
+    /// Returns the changes made, as `(key, old, new)`.
+    pub fn pin_budget(
+        &mut self,
+        epsilon_limit: f64,
+        delta: f64,
+        allow_change: bool,
+    ) -> Result<Vec<(&'static str, String, String)>, LedgerError> {
+        let tx = self.conn.transaction()?;
+        let mut changes = Vec::new();
+        for (key, value) in [("epsilon_limit", json(&epsilon_limit)), ("delta", json(&delta))] {
+            let stored: Option<String> =
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+            match stored {
+                None => {
+                    tx.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+                }
+                Some(s) if s == value => {}
+                Some(s) if allow_change => {
+                    tx.execute("UPDATE meta SET value = ?2 WHERE key = ?1", params![key, value])?;
+                    tx.execute(
+                        "INSERT INTO budget_changes (key, old, new, changed_ms) VALUES (?1, ?2, ?3, ?4)",
+                        params![key, s, value, now_ms()],
+                    )?;
+                    changes.push((key, s, value));
+                }
+                Some(s) => return Err(LedgerError::BudgetChanged { key, stored: s, configured: value }),
+            }
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// Every recorded change of the budget, oldest first, as
+    /// `(key, old, new)`.
+    pub fn budget_changes(&self) -> Result<Vec<(String, String, String)>, LedgerError> {
+        let mut stmt = self.conn.prepare("SELECT key, old, new FROM budget_changes ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The mechanism the ledger was written for.
     pub fn mechanism(&self) -> Result<Mechanism, LedgerError> {
         let s: String = self.conn.query_row("SELECT value FROM meta WHERE key = 'mechanism'", [], |r| r.get(0))?;
@@ -172,6 +260,9 @@ impl Ledger {
     /// see `Caller::key`) and its queries in one durable transaction.
     pub fn record(&mut self, request_id: &str, digest: &str, queries: &[QueryRecord], student: &str) -> Result<(), LedgerError> {
         let labels: Vec<i32> = queries.iter().map(|q| q.answer.map_or(-1, i32::from)).collect();
+        // Answers are always synced (a refusal may have left NORMAL behind
+        // if restoring FULL failed).
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO requests (request_id, digest, n, labels, created_ms, student) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -189,12 +280,22 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records a refused request (it cost nothing).
+    /// Records a refused request (it cost nothing), without an fsync.
+    ///
+    /// In WAL mode, `synchronous = NORMAL` appends the commit to the WAL
+    /// with a plain write: it survives a crash or kill of the process (the
+    /// bytes are in the OS page cache) and is synced with the next answer's
+    /// commit or checkpoint; only an OS crash or power loss before then can
+    /// lose it, and then it loses a refusal count, never an answer or a
+    /// charge. A flood of refused requests so costs no disk flushes.
     pub fn record_refusal(&mut self, request_id: &str, n: u64) -> Result<(), LedgerError> {
-        self.conn.execute(
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let inserted = self.conn.execute(
             "INSERT INTO refusals (request_id, n, created_ms) VALUES (?1, ?2, ?3)",
             params![request_id, n as i64, now_ms()],
-        )?;
+        );
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        inserted?;
         Ok(())
     }
 
@@ -202,11 +303,10 @@ impl Ledger {
     pub fn queries(&self) -> Result<Vec<QueryRecord>, LedgerError> {
         let mut stmt = self.conn.prepare("SELECT histogram, answer, rdp FROM queries ORDER BY id")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+        let orders = self.orders()?.len();
         rows.map(|row| {
             let (h, answer, rdp) = row?;
-            let histogram = serde_json::from_str(&h).map_err(|e| LedgerError::Corrupt(format!("histogram {h:?}: {e}")))?;
-            let answer = u8::try_from(answer).ok();
-            Ok(QueryRecord { histogram, answer, rdp: blob_to_f64s(&rdp)? })
+            decode_query(&h, answer, &rdp, orders)
         })
         .collect()
     }
@@ -232,7 +332,7 @@ impl Ledger {
     /// Total queries refused so far.
     pub fn refused(&self) -> Result<u64, LedgerError> {
         let n: i64 = self.conn.query_row("SELECT COALESCE(SUM(n), 0) FROM refusals", [], |r| r.get(0))?;
-        Ok(n as u64)
+        u64::try_from(n).map_err(|_| LedgerError::Corrupt(format!("refused count {n} is negative")))
     }
 
     /// Replays the recorded costs into a fresh budget.
@@ -281,6 +381,97 @@ mod tests {
             l.queries_by_student().expect("by student").into_iter().map(|(k, q)| (k, q.answer.is_some())).collect();
         let want = [("pate://student/0", true), ("pate://student/0", true), ("pate://student/1", false)];
         assert_eq!(by, want.map(|(k, a)| (k.to_string(), a)));
+    }
+
+    #[test]
+    fn pins_limit_and_delta_and_records_explicit_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.db");
+        let (m, orders) = (Mechanism::GnMax { sigma: 40.0 }, vec![2.0]);
+        let mut l = Ledger::open(&path, &m, &orders).expect("open");
+        assert!(l.pin_budget(5.0, 1e-5, false).expect("first pin").is_empty());
+        drop(l);
+        let mut l = Ledger::open(&path, &m, &orders).expect("reopen");
+        l.pin_budget(5.0, 1e-5, false).expect("same budget");
+        let err = l.pin_budget(50.0, 1e-5, false).expect_err("a raised limit is refused");
+        assert!(matches!(err, LedgerError::BudgetChanged { key: "epsilon_limit", .. }), "{err}");
+        assert!(err.to_string().contains("--change-budget"), "{err}");
+        let err = l.pin_budget(5.0, 1e-3, false).expect_err("another delta is refused");
+        assert!(matches!(err, LedgerError::BudgetChanged { key: "delta", .. }), "{err}");
+        // Nothing was half-changed by the refused attempts.
+        l.pin_budget(5.0, 1e-5, false).expect("still the first budget");
+        let changes = l.pin_budget(6.0, 1e-6, true).expect("explicit change");
+        assert_eq!(changes.len(), 2);
+        drop(l);
+        let mut l = Ledger::open(&path, &m, &orders).expect("reopen");
+        l.pin_budget(6.0, 1e-6, false).expect("the change is now the pinned budget");
+        assert!(l.pin_budget(5.0, 1e-5, false).is_err());
+        let log = l.budget_changes().expect("changes");
+        assert_eq!(log, vec![
+            ("epsilon_limit".to_string(), "5.0".to_string(), "6.0".to_string()),
+            ("delta".to_string(), "0.00001".to_string(), "1e-6".to_string()),
+        ]);
+    }
+
+    #[test]
+    fn a_refusal_leaves_answers_fully_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut l = Ledger::open(&dir.path().join("l.db"), &Mechanism::LnMax { scale: 2.0 }, &[2.0]).expect("open");
+        let sync = |l: &Ledger| -> i64 { l.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("pragma") };
+        assert_eq!(sync(&l), 2, "FULL");
+        l.record_refusal("r", 3).expect("refusal");
+        assert_eq!(sync(&l), 2, "back to FULL after a refusal");
+        assert_eq!(l.refused().expect("refused"), 3);
+    }
+
+    /// Rows a correct ledger never holds are refused, not restored.
+    #[test]
+    fn corrupt_rows_are_refused() {
+        let blob = |v: &[f64]| f64s_to_blob(v);
+        assert!(decode_query("[1,2]", -1, &blob(&[0.1, 0.2]), 2).expect("abstention").answer.is_none());
+        assert_eq!(decode_query("[1,2]", 255, &blob(&[0.1, 0.2]), 2).expect("answer").answer, Some(255));
+        for (h, a, rdp) in [
+            ("[1,2]", 300, blob(&[0.1, 0.2])),
+            ("[1,2]", -2, blob(&[0.1, 0.2])),
+            ("[1,2]", 0, blob(&[0.1])),
+            ("[1,2]", 0, blob(&[0.1, -0.2])),
+            ("[1,2]", 0, blob(&[0.1, f64::NAN])),
+            ("[1,2]", 0, vec![0; 15]),
+            ("[1,-2]", 0, blob(&[0.1, 0.2])),
+        ] {
+            assert!(matches!(decode_query(h, a, &rdp, 2), Err(LedgerError::Corrupt(_))), "{h} {a} {rdp:?}");
+        }
+    }
+
+    /// The property-test twin of `fuzz/fuzz_targets/ledger_rows.rs`: any
+    /// stored row decodes into a record a budget can restore (finite,
+    /// non-negative, one value per order) or is refused as corrupt.
+    mod props {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_row_restores_soundly_or_is_refused(
+                histogram in prop_oneof![
+                    Just("[3,1]".to_string()),
+                    vec(proptest::sample::select(&['0', '9', ',', '[', ']', '-', '.', ' '][..]), 0..12).prop_map(|c| c.into_iter().collect()),
+                ],
+                answer in prop_oneof![-2i64..12, any::<i64>()],
+                rdp in prop_oneof![vec(any::<f64>(), 0..4).prop_map(|v| f64s_to_blob(&v)), vec(any::<u8>(), 0..40)],
+            ) {
+                let orders = [2.0, 3.0];
+                let Ok(q) = decode_query(&histogram, answer, &rdp, orders.len()) else { return Ok(()) };
+                prop_assert_eq!(q.rdp.len(), orders.len());
+                let mut b = Budget::new(Mechanism::GnMax { sigma: 10.0 }, 1.0, 1e-5, orders.to_vec()).expect("budget");
+                b.restore(&q.rdp, q.answer.is_some());
+                let spent = b.spent();
+                prop_assert!(spent.is_finite() && spent >= 0.0, "spent {}", spent);
+            }
+        }
     }
 
     #[test]

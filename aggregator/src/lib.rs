@@ -3,6 +3,7 @@
 //! the noisy winner (or an abstention), and accounts every bit of privacy it
 //! spends in a durable ledger against one global budget.
 
+pub mod inflight;
 pub mod ledger;
 pub mod pool;
 pub mod service;
@@ -89,6 +90,11 @@ pub struct Config {
     /// Delta of the (epsilon, delta) guarantee; 0 means pure DP (LNMax only).
     #[arg(long, default_value_t = 1e-5, env = "PATE_DELTA")]
     pub delta: f64,
+    /// Accept an epsilon limit or delta other than the one pinned in the
+    /// ledger, and record the change there; without it such a restart is
+    /// refused, so the global budget never changes by accident.
+    #[arg(long, env = "PATE_CHANGE_BUDGET")]
+    pub change_budget: bool,
     /// Largest batch of samples one Label call may carry.
     #[arg(long, default_value_t = 1024, env = "PATE_MAX_BATCH")]
     pub max_batch: usize,
@@ -134,13 +140,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let transport = config.tls.load().context("transport security")?;
     let mechanism = config.mechanism()?;
     NoisyMax::new(&mechanism)?; // fail at start-up, not on the first query
+    if pate_privacy::noise::SECURE_NOISE {
+        tracing::info!(source = pate_privacy::noise::NOISE_SOURCE, "noise source");
+    } else {
+        tracing::warn!(source = pate_privacy::noise::NOISE_SOURCE, "noise source is not cryptographically secure");
+    }
     let orders = default_orders();
     let mut budget = Budget::new(mechanism, config.epsilon_limit, config.delta, orders.clone())?;
     let student_limit = config.student_epsilon_limit.unwrap_or(config.epsilon_limit);
     let mut students = StudentBudgets::new(mechanism, student_limit, config.delta, orders.clone())
         .context("bad --student-epsilon-limit")?;
-    let ledger = Ledger::open(&config.ledger, &mechanism, &orders)
+    let mut ledger = Ledger::open(&config.ledger, &mechanism, &orders)
         .with_context(|| format!("opening ledger {}", config.ledger.display()))?;
+    let changes = ledger
+        .pin_budget(config.epsilon_limit, config.delta, config.change_budget)
+        .with_context(|| format!("checking the budget pinned in {}", config.ledger.display()))?;
+    for (key, old, new) in changes {
+        tracing::warn!(key, old, new, "budget changed on request (--change-budget); recorded in the ledger");
+    }
     let restored = ledger.restore_into(&mut budget).context("restoring the budget from the ledger")?;
     let known = students.restore(&ledger).context("restoring the students' budgets from the ledger")?;
     let spent = budget.spent();

@@ -1,6 +1,5 @@
 //! The Aggregator gRPC service: noisy labels for students, budget for all.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use pate_privacy::budget::{Budget, BudgetError, BudgetSnapshot};
@@ -11,6 +10,7 @@ use pate_proto::Samples;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::inflight::{self, lock, Claim, Entry, Shared};
 use crate::ledger::{Ledger, LedgerError, QueryRecord};
 use crate::pool::{histograms, PoolError, TeacherPool};
 use crate::students::StudentBudgets;
@@ -24,9 +24,6 @@ pub enum LabelError {
     /// No request id: retries could not be recognised.
     #[error("request_id must be a non-empty string (it makes retries free)")]
     NoRequestId,
-    /// The same request id is being answered right now.
-    #[error("request {0} is already in flight; retry after it completes")]
-    InFlight(String),
     /// Answering would pass the privacy budget.
     #[error(transparent)]
     Budget(#[from] BudgetError),
@@ -58,7 +55,6 @@ impl From<LabelError> for Status {
         match err {
             LabelError::Input(e) => e.into(),
             LabelError::NoRequestId | LabelError::Ledger(LedgerError::ReusedId(_)) => Status::invalid_argument(msg),
-            LabelError::InFlight(_) => Status::aborted(msg),
             LabelError::Budget(_) | LabelError::StudentBudget { .. } => Status::resource_exhausted(msg),
             LabelError::Pool(_) => Status::unavailable(msg),
             LabelError::Noise(_) | LabelError::Ledger(_) | LabelError::Worker(_) => Status::internal(msg),
@@ -66,24 +62,18 @@ impl From<LabelError> for Status {
     }
 }
 
-struct State {
-    budget: Budget,
-    students: StudentBudgets,
-    in_flight: HashSet<String>,
-}
-
 /// Noisy aggregation over a teacher pool, with a durable ledger.
 pub struct AggregatorService {
     pool: TeacherPool,
     mechanism: pate_privacy::Mechanism,
-    state: Mutex<State>,
+    state: Shared,
     ledger: Arc<Mutex<Ledger>>,
     max_batch: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the budget half-updated
-    // (every update is a single call), so a poisoned lock is still usable.
+fn lock_ledger(m: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    // A panic while holding the lock leaves no half-done transaction:
+    // SQLite rolls back an uncommitted one when it is dropped.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -128,7 +118,7 @@ impl AggregatorService {
         AggregatorService {
             pool,
             mechanism: *budget.mechanism(),
-            state: Mutex::new(State { budget, students, in_flight: HashSet::new() }),
+            state: inflight::shared(budget, students),
             ledger: Arc::new(Mutex::new(ledger)),
             max_batch,
         }
@@ -146,7 +136,7 @@ impl AggregatorService {
     ) -> Result<R, LabelError> {
         let ledger = Arc::clone(&self.ledger);
         // SQLite blocks on fsync: keep it off the async runtime.
-        Ok(tokio::task::spawn_blocking(move || f(&mut lock(&ledger))).await??)
+        Ok(tokio::task::spawn_blocking(move || f(&mut lock_ledger(&ledger))).await??)
     }
 
     async fn label(&self, req: v1::LabelRequest, caller: Caller) -> Result<v1::LabelResponse, LabelError> {
@@ -159,50 +149,33 @@ impl AggregatorService {
         let [rows, cols] = self.pool.input_shape();
         samples.check(rows, cols, self.max_batch)?;
         let digest = samples_digest(&caller, &samples);
+        // Claim the id before looking in the ledger: a duplicate racing
+        // this call waits here, then finds the answer recorded.
+        let mut claim = loop {
+            match inflight::claim(&self.state, &id, &student) {
+                Entry::Owner(claim) => break claim,
+                Entry::Busy(rx) => {
+                    tracing::info!(request_id = %id, "same request id in flight: waiting for its answer");
+                    inflight::wait(rx).await;
+                }
+            }
+        };
         let (key, d) = (id.clone(), digest.clone());
         if let Some(labels) = self.with_ledger(move |l| l.lookup(&key, &d)).await? {
             tracing::info!(request_id = %id, n = labels.len(), "replayed recorded answer at no cost");
             return Ok(v1::LabelResponse { labels, budget: Some(self.budget_now(&student)) });
         }
         let n = samples.n as u64;
-        let reserved = {
-            let mut st = lock(&self.state);
-            if st.in_flight.contains(&id) {
-                return Err(LabelError::InFlight(id));
-            }
-            let r = st.budget.reserve(n).map_err(LabelError::from).and_then(|()| {
-                // The student's own budget must have room too; a refusal
-                // there counts as a refusal of the global one as well.
-                st.students.get(&student).reserve(n).map_err(|source| {
-                    st.budget.release(n);
-                    st.budget.restore_refused(n);
-                    LabelError::StudentBudget { caller: student.clone(), source }
-                })
-            });
-            if r.is_ok() {
-                st.in_flight.insert(id.clone());
-            }
-            r
-        };
-        if let Err(e) = reserved {
+        if let Err(e) = claim.reserve(n) {
+            drop(claim);
             let key = id.clone();
             self.with_ledger(move |l| l.record_refusal(&key, n)).await?;
             tracing::warn!(request_id = %id, n, caller = %student, "refused: budget exhausted");
             return Err(e);
         }
-        let result = self.answer(&id, &digest, &samples, &student).await;
-        let mut st = lock(&self.state);
-        st.in_flight.remove(&id);
-        st.budget.release(n);
-        st.students.get(&student).release(n);
-        let records = result?;
-        for r in &records {
-            st.budget.charge(r.answer.is_some());
-            st.students.get(&student).charge(r.answer.is_some());
-        }
-        let snapshot = st.budget.snapshot();
-        let own = st.students.get(&student).snapshot();
-        drop(st);
+        // If this future is dropped from here on (the client went away),
+        // the claim's drop releases the reservation and the id.
+        let (records, (snapshot, own)) = self.answer(claim, &id, &digest, &samples, &student).await?;
         let labels: Vec<i32> = records.iter().map(|r| r.answer.map_or(-1, i32::from)).collect();
         let abstained = labels.iter().filter(|&&l| l < 0).count();
         tracing::info!(request_id = %id, n, abstained, caller = %student, epsilon = snapshot.epsilon_spent, "answered label batch");
@@ -213,9 +186,16 @@ impl AggregatorService {
         self.mechanism.name()
     }
 
-    /// Collects votes, draws the noisy answers and commits them to the
-    /// ledger; nothing is charged here, the caller does it after the commit.
-    async fn answer(&self, id: &str, digest: &str, samples: &Samples, student: &str) -> Result<Vec<QueryRecord>, LabelError> {
+    /// Collects votes, draws the noisy answers, commits them to the ledger
+    /// and charges them, in that order.
+    async fn answer(
+        &self,
+        claim: Claim,
+        id: &str,
+        digest: &str,
+        samples: &Samples,
+        student: &str,
+    ) -> Result<(Vec<QueryRecord>, (BudgetSnapshot, BudgetSnapshot)), LabelError> {
         let votes = self.pool.collect_votes(id, samples).await?;
         let hists = histograms(&votes, samples.n, self.pool.classes());
         let (cost_answered, cost_declined) = {
@@ -236,9 +216,16 @@ impl AggregatorService {
                 .collect::<Result<Vec<_>, NoiseError>>()
         })
         .await??;
-        let (key, digest, recs, student) = (id.to_string(), digest.to_string(), records.clone(), student.to_string());
-        self.with_ledger(move |l| l.record(&key, &digest, &recs, &student)).await?;
-        Ok(records)
+        // The claim moves into the blocking task: once the commit has run,
+        // the charge follows in the same task even if this future is
+        // dropped meanwhile; a failed commit drops the claim (no charge).
+        let (key, digest, student) = (id.to_string(), digest.to_string(), student.to_string());
+        self.with_ledger(move |l| {
+            l.record(&key, &digest, &records, &student)?;
+            let snapshot = claim.commit(&records);
+            Ok((records, snapshot))
+        })
+        .await
     }
 }
 

@@ -337,8 +337,13 @@ fn parse_header<'a>(
 
 /// Reads and validates an IDX images file (gzipped or raw).
 pub fn read_images(path: &Path) -> Result<Images, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let (dims, body) = parse_header(path, &bytes, IMAGES_MAGIC, "images", 3)?;
+    decode_images(path, &read_maybe_gz(path)?)
+}
+
+/// Validates the (decompressed) bytes of an IDX images file; `path` only
+/// names the file in errors.
+pub fn decode_images(path: &Path, bytes: &[u8]) -> Result<Images, DataError> {
+    let (dims, body) = parse_header(path, bytes, IMAGES_MAGIC, "images", 3)?;
     let (rows, cols) = (dims[1], dims[2]);
     if rows == 0 || cols == 0 {
         return Err(DataError::Corrupt {
@@ -355,8 +360,13 @@ pub fn read_images(path: &Path) -> Result<Images, DataError> {
 
 /// Reads and validates an IDX labels file (gzipped or raw).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let (_, body) = parse_header(path, &bytes, LABELS_MAGIC, "labels", 1)?;
+    decode_labels(path, &read_maybe_gz(path)?)
+}
+
+/// Validates the (decompressed) bytes of an IDX labels file; `path` only
+/// names the file in errors.
+pub fn decode_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let (_, body) = parse_header(path, bytes, LABELS_MAGIC, "labels", 1)?;
     Ok(body.to_vec())
 }
 
@@ -533,5 +543,52 @@ mod tests {
         let (dims, body) = parse_header(p, &[0, 0, 8, 1, 0, 0, 0, 2, 7, 9], LABELS_MAGIC, "labels", 1).expect("valid");
         assert_eq!(dims, vec![2]);
         assert_eq!(body, &[7, 9]);
+    }
+
+    /// The property-test twin of `fuzz/fuzz_targets/idx.rs`: headers with
+    /// any dimensions (up to u32::MAX) and bodies one byte short, exact or
+    /// one byte long, and plain random bytes, decode exactly or give an
+    /// error, never a panic.
+    mod props {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn check(bytes: &[u8]) {
+            let p = Path::new("prop.idx");
+            if let Ok(images) = decode_images(p, bytes) {
+                assert!(images.rows > 0 && images.cols > 0);
+                assert_eq!(images.data.len(), images.len() * images.rows * images.cols);
+                assert_eq!(images.data.len() + 16, bytes.len());
+            }
+            if let Ok(labels) = decode_labels(p, bytes) {
+                assert_eq!(labels.len() + 8, bytes.len());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn headers_with_any_dimensions(
+                magic in prop_oneof![Just(IMAGES_MAGIC), Just(LABELS_MAGIC), any::<u32>()],
+                dims in vec(prop_oneof![0u32..4, any::<u32>()], 0..4),
+                slack in -1i64..=1,
+            ) {
+                let mut bytes = magic.to_be_bytes().to_vec();
+                dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+                let want = dims.iter().map(|&d| u64::from(d)).product::<u64>();
+                if want < 4096 {
+                    let len = (want as i64 + slack).max(0) as usize;
+                    bytes.extend(std::iter::repeat_n(7u8, len));
+                }
+                check(&bytes);
+            }
+
+            #[test]
+            fn random_bytes(bytes in vec(any::<u8>(), 0..64)) {
+                check(&bytes);
+            }
+        }
     }
 }

@@ -4,12 +4,27 @@
 //! discrete Gaussian samplers (Canonne, Kamath, Steinke 2020) on the integer
 //! histogram. Floating-point noise formulas leak through the low bits of the
 //! result (Mironov 2012); exact integer sampling does not.
+//!
+//! The samplers' random bits come from OpenSSL's `RAND_priv_bytes` (a
+//! CSPRNG seeded from the OS), through OpenDP's `use-openssl` feature that
+//! this crate's default `secure-noise` feature turns on. Without it OpenDP
+//! falls back to `rand::thread_rng`, which it documents as non-secure.
 
 use opendp::core::Measurement;
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::{make_gaussian, make_laplace};
 use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L1Distance, L2Distance};
+
+/// Whether the noise is drawn from OpenSSL's CSPRNG (OpenDP `use-openssl`).
+pub const SECURE_NOISE: bool = cfg!(feature = "secure-noise");
+
+/// Where the noise's random bits come from, for logs and reports.
+pub const NOISE_SOURCE: &str = if SECURE_NOISE {
+    "openssl RAND_priv_bytes (opendp use-openssl)"
+} else {
+    "rand::thread_rng (opendp without use-openssl: not secure)"
+};
 
 /// Why noise could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +151,18 @@ pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default build draws from OpenSSL: OpenDP's `fill_bytes` (the one
+    /// source of every sampler's bits) is the `use-openssl` one. The
+    /// end-to-end test `secure_noise` checks the served binary links it.
+    #[test]
+    fn the_default_build_uses_the_secure_source() {
+        assert!(SECURE_NOISE, "pate-privacy built without its secure-noise feature");
+        assert!(NOISE_SOURCE.starts_with("openssl"));
+        let mut bits = [0u8; 64];
+        opendp::traits::samplers::fill_bytes(&mut bits).expect("OpenSSL RAND_priv_bytes");
+        assert_ne!(bits, [0u8; 64]);
+    }
 
     #[test]
     fn argmax_prefers_lowest_index_on_ties() {

@@ -147,4 +147,43 @@ mod tests {
         let e = read_votes_csv(Path::new("/nonexistent/votes.csv")).expect_err("io");
         assert!(e.to_string().contains("/nonexistent/votes.csv"));
     }
+
+    /// The property-test twin of `fuzz/fuzz_targets/votes_csv.rs`: any text
+    /// over the characters that matter gives a clear error or a rectangular
+    /// matrix of integer counts with at least two classes; a matrix written
+    /// back out parses to itself.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const CHARS: &[char] = &['0', '1', '7', '9', ',', ' ', '\n', '\r', '-', '+', '.', 'e', 'x', '\u{a0}'];
+
+        fn text() -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(CHARS), 0..60).prop_map(|c| c.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_text_parses_or_errs(t in text()) {
+                if let Ok(rows) = parse_votes_csv(&t) {
+                    let classes = rows[0].len();
+                    prop_assert!(classes >= 2);
+                    for row in &rows {
+                        prop_assert_eq!(row.len(), classes);
+                        prop_assert!(row.iter().all(|v| *v >= 0.0 && v.fract() == 0.0 && *v <= f64::from(u32::MAX)));
+                    }
+                }
+            }
+
+            #[test]
+            fn written_matrices_round_trip(rows in proptest::collection::vec(proptest::collection::vec(any::<u32>(), 3), 1..8)) {
+                let csv: String = rows.iter().map(|r| r.iter().map(u32::to_string).collect::<Vec<_>>().join(",") + "\n").collect();
+                let parsed = parse_votes_csv(&csv).expect("valid");
+                let want: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().map(|&v| f64::from(v)).collect()).collect();
+                prop_assert_eq!(parsed, want);
+            }
+        }
+    }
 }

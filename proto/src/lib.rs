@@ -221,4 +221,44 @@ mod tests {
         let status: tonic::Status = ProtoError::BatchTooLarge { got: 3, max: 2 }.into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
+
+    /// The property-test twin of `fuzz/fuzz_targets/tensor.rs`: any tensor
+    /// (shapes up to u32::MAX, unknown dtypes, any bytes, or any protobuf
+    /// bytes) is converted exactly or refused, never a panic.
+    mod props {
+        use super::*;
+        use prost::Message;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        fn check(t: Tensor) {
+            let (dtype, len) = (t.dtype, t.data.len());
+            if let Ok(s) = Samples::try_from(t) {
+                assert!(s.n > 0 && s.rows > 0 && s.cols > 0);
+                assert_eq!(s.pixels.len(), s.n * s.rows * s.cols);
+                assert_eq!(len, if dtype == Dtype::F32 as i32 { 4 * s.pixels.len() } else { s.pixels.len() });
+                assert_eq!(Samples::try_from(s.to_tensor()).as_ref(), Ok(&s));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_tensor_is_converted_or_refused(
+                shape in vec(prop_oneof![0u32..5, any::<u32>()], 0..5),
+                dtype in -1i32..4,
+                data in vec(any::<u8>(), 0..130),
+            ) {
+                check(Tensor { shape, dtype, data });
+            }
+
+            #[test]
+            fn any_protobuf_bytes_are_converted_or_refused(bytes in vec(any::<u8>(), 0..200)) {
+                if let Ok(t) = Tensor::decode(bytes.as_slice()) {
+                    check(t);
+                }
+            }
+        }
+    }
 }

@@ -53,6 +53,24 @@ async fn idempotent_retries_and_exhaustion() {
     let replay = client.label(label("a", 6)).await.expect("replay after restart").into_inner();
     assert_eq!(replay.labels, first.labels);
     agg.stop().await.expect("clean shutdown");
+
+    // The limit and delta are pinned in the ledger: a restart that would
+    // quietly raise the budget, or change its delta, is refused ...
+    let (mut raised, mut other_delta) = (flags.to_vec(), flags.to_vec());
+    raised[7] = "50";
+    other_delta[3] = "1e-6";
+    for (what, f) in [("raised limit", &raised), ("other delta", &other_delta)] {
+        let err = start_aggregator(aggregator_config(f)).await.join().await.expect_err(what);
+        assert!(format!("{err:#}").contains("--change-budget"), "{what}: {err:#}");
+    }
+    // ... unless the operator asks for it, and then the change is recorded.
+    raised.push("--change-budget");
+    let agg = start_aggregator(aggregator_config(&raised)).await;
+    let b = aggregator_client(agg.addr).await.budget(BudgetRequest {}).await.expect("budget").into_inner();
+    assert_eq!((b.epsilon_limit, b.epsilon_spent, b.queries_answered), (50.0, 5.0, 10), "{b:?}");
+    agg.stop().await.expect("clean shutdown");
+    let l = pate_aggregator::Ledger::open_read_only(&ledger).expect("ledger");
+    assert_eq!(l.budget_changes().expect("changes"), vec![("epsilon_limit".into(), "5.0".into(), "50.0".into())]);
     teacher.stop().await.expect("clean shutdown");
 
     // The operator's report reads the same ledger.

@@ -1,0 +1,184 @@
+//! Request ids being answered right now, and the claim that makes a Label
+//! call safe to cancel and safe to race.
+//!
+//! A Label call claims its request id *before* it looks in the ledger, so
+//! a second call with the same id cannot slip between the first's lookup
+//! and its commit: it waits until the first is done, then looks in the
+//! ledger again and replays what the first recorded (never fresh noise,
+//! never a second insert of the same id).
+//!
+//! The claim also holds the call's budget reservation. Dropping it (the call
+//! failed, or the client went away and tonic dropped the handler future)
+//! releases both the reservation and the id. [`Claim::commit`] turns the
+//! reservation into the realized charge; the service calls it inside the
+//! same blocking task as the ledger commit, so once the commit has run the
+//! charge is made even if nobody is left to receive the answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pate_privacy::budget::{Budget, BudgetSnapshot};
+use tokio::sync::watch;
+
+use crate::ledger::QueryRecord;
+use crate::service::LabelError;
+use crate::students::StudentBudgets;
+
+/// The budget and the ids in flight, behind one lock.
+pub struct State {
+    /// The global budget.
+    pub budget: Budget,
+    /// Each student's own budget.
+    pub students: StudentBudgets,
+    /// Ids being answered; the receiver wakes when the owner lets go.
+    in_flight: HashMap<String, watch::Receiver<()>>,
+}
+
+/// The state shared by the service and every claim.
+pub type Shared = Arc<Mutex<State>>;
+
+/// A fresh shared state around the global and the students' budgets.
+pub fn shared(budget: Budget, students: StudentBudgets) -> Shared {
+    Arc::new(Mutex::new(State { budget, students, in_flight: HashMap::new() }))
+}
+
+/// Locks the state. A panic while holding the lock cannot leave the budget
+/// half-updated (every update is a single call), so a poisoned lock is
+/// still usable.
+pub fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What [`claim`] found.
+pub enum Entry {
+    /// This call owns the id until the claim is dropped or committed.
+    Owner(Claim),
+    /// Another call owns the id: wait with [`wait`], then claim again.
+    Busy(watch::Receiver<()>),
+}
+
+/// Claims `id` for `student`, or says who to wait for.
+pub fn claim(shared: &Shared, id: &str, student: &str) -> Entry {
+    let mut st = lock(shared);
+    if let Some(rx) = st.in_flight.get(id) {
+        return Entry::Busy(rx.clone());
+    }
+    let (done, rx) = watch::channel(());
+    st.in_flight.insert(id.to_string(), rx);
+    Entry::Owner(Claim { shared: Arc::clone(shared), id: id.to_string(), student: student.to_string(), reserved: 0, _done: done })
+}
+
+/// Waits until the owner of a busy id has let go (committed, failed or was
+/// cancelled). Nothing is ever sent: the owner's sender is dropped.
+pub async fn wait(mut rx: watch::Receiver<()>) {
+    while rx.changed().await.is_ok() {}
+}
+
+/// Ownership of a request id and of its budget reservation.
+pub struct Claim {
+    shared: Shared,
+    id: String,
+    student: String,
+    reserved: u64,
+    // Dropped after `Drop::drop` has removed the id: wakes the waiters.
+    _done: watch::Sender<()>,
+}
+
+impl Claim {
+    /// Reserves room for `n` queries (worst case) for this call in the
+    /// global budget and in the student's own; a refusal by either is
+    /// counted as a refusal of the global budget.
+    pub fn reserve(&mut self, n: u64) -> Result<(), LabelError> {
+        let mut st = lock(&self.shared);
+        st.budget.reserve(n)?;
+        let State { budget, students, .. } = &mut *st;
+        if let Err(source) = students.get(&self.student).reserve(n) {
+            budget.release(n);
+            budget.restore_refused(n);
+            return Err(LabelError::StudentBudget { caller: self.student.clone(), source });
+        }
+        self.reserved += n;
+        Ok(())
+    }
+
+    /// Charges the committed `records` in place of the reservation and
+    /// lets go of the id. Call it right after the ledger commit.
+    /// Returns the global budget's state and the student's.
+    pub fn commit(mut self, records: &[QueryRecord]) -> (BudgetSnapshot, BudgetSnapshot) {
+        let mut st = lock(&self.shared);
+        let reserved = std::mem::take(&mut self.reserved);
+        let State { budget, students, .. } = &mut *st;
+        let own = students.get(&self.student);
+        budget.release(reserved);
+        own.release(reserved);
+        for r in records {
+            budget.charge(r.answer.is_some());
+            own.charge(r.answer.is_some());
+        }
+        (budget.snapshot(), own.snapshot())
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared);
+        if self.reserved > 0 {
+            tracing::info!(request_id = %self.id, reserved = self.reserved, "request ended before its commit: reservation released");
+        }
+        st.budget.release(self.reserved);
+        st.students.get(&self.student).release(self.reserved);
+        st.in_flight.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pate_privacy::{default_orders, Mechanism};
+
+    fn state() -> Shared {
+        // b = 2: one epsilon per answer, 4 answers fit.
+        let m = Mechanism::LnMax { scale: 2.0 };
+        let students = StudentBudgets::new(m, 4.0, 0.0, default_orders()).expect("budgets");
+        shared(Budget::new(m, 4.0, 0.0, default_orders()).expect("budget"), students)
+    }
+
+    fn answered() -> QueryRecord {
+        QueryRecord { histogram: vec![1, 0], answer: Some(0), rdp: vec![0.0; default_orders().len()] }
+    }
+
+    #[test]
+    fn a_dropped_claim_releases_the_id_and_the_reservation() {
+        let s = state();
+        let Entry::Owner(mut c) = claim(&s, "a", "s") else { panic!("free id") };
+        c.reserve(4).expect("4 fit");
+        assert!(matches!(claim(&s, "a", "s"), Entry::Busy(_)), "the id is taken while in flight");
+        assert!(lock(&s).budget.reserve(1).is_err(), "the whole budget is reserved");
+        drop(c); // the call was cancelled before its commit
+        let Entry::Owner(mut again) = claim(&s, "a", "s") else { panic!("id released") };
+        again.reserve(4).expect("the reservation was released");
+        let (snap, _) = again.commit(&[answered(), answered(), answered(), answered()]);
+        assert_eq!((snap.queries_answered, snap.queries_refused), (4, 1));
+        assert!((snap.epsilon_spent - 4.0).abs() < 1e-12);
+        assert_eq!(lock(&s).budget.affordable(), 0, "the charge stays after the claim is gone");
+        assert!(matches!(claim(&s, "a", "s"), Entry::Owner(_)), "commit lets go of the id");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_the_owner_lets_go() {
+        let s = state();
+        let Entry::Owner(c) = claim(&s, "a", "s") else { panic!("free id") };
+        let Entry::Busy(rx) = claim(&s, "a", "s") else { panic!("taken") };
+        let waiter = tokio::spawn(async move { wait(rx).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the waiter waits while the owner holds the id");
+        c.commit(&[answered()]);
+        waiter.await.expect("woken");
+        assert!(matches!(claim(&s, "a", "s"), Entry::Owner(_)));
+        // A waiter that arrives after the owner left does not hang either.
+        let Entry::Owner(c) = claim(&s, "b", "s") else { panic!("free id") };
+        let Entry::Busy(rx) = claim(&s, "b", "s") else { panic!("taken") };
+        drop(c);
+        wait(rx).await;
+    }
+}
