@@ -577,7 +577,8 @@ mod tests {
             ) {
                 let mut bytes = magic.to_be_bytes().to_vec();
                 dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
-                let want = dims.iter().map(|&d| u64::from(d)).product::<u64>();
+                // Three u32 dimensions can overflow a u64 product: saturate.
+                let want = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d))).unwrap_or(u64::MAX);
                 if want < 4096 {
                     let len = (want as i64 + slack).max(0) as usize;
                     bytes.extend(std::iter::repeat_n(7u8, len));

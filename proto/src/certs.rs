@@ -81,6 +81,15 @@ fn san(name: &str) -> Result<SanType, CertError> {
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
+    // rcgen accepts any IA5 string; a host name is letters, digits, '-' and
+    // '.' (RFC 1123), so a typo such as a space is caught here, not by a
+    // handshake failing later.
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if !valid {
+        return Err(CertError::BadSan(name.to_string(), "not a DNS name or IP address".into()));
+    }
     let dns = name.try_into().map_err(|e: rcgen::Error| CertError::BadSan(name.to_string(), e.to_string()))?;
     Ok(SanType::DnsName(dns))
 }
