@@ -61,21 +61,24 @@ async fn a_teacher_answers_only_the_aggregators_certificate() {
 
     // No client certificate: the handshake is refused, no call gets through.
     let (code, msg) = try_vote(tls_channel(addr, &ca, None).await).await.expect_err("no certificate");
-    assert_eq!(code, Code::Unavailable, "{msg}");
+    // The server aborts the handshake: the connect fails (Unavailable) or,
+    // when the lazy handshake is only tried by the call, the call does
+    // (Unknown, "transport error"). Either way no call gets through.
+    assert!(matches!(code, Code::Unavailable | Code::Unknown), "{code:?}: {msg}");
 
     // The aggregator's name from another CA: refused by the teacher ...
     let other = tempfile::tempdir().expect("tempdir");
     pate_proto::certs::init(other.path(), 1, 1, &[], false).expect("other CA");
     let (code, msg) = try_vote(tls_channel(addr, &ca, Some((other.path(), Role::Aggregator))).await).await.expect_err("foreign CA");
-    assert_eq!(code, Code::Unavailable, "{msg}");
+    assert!(matches!(code, Code::Unavailable | Code::Unknown), "{code:?}: {msg}");
     // ... and a client of the other CA does not trust our teacher either.
     let foreign = TlsArgs::for_party(other.path(), Role::Aggregator).load().expect("load");
     let (code, msg) = try_vote(channel(addr, &foreign, ServerRole::Teacher).await).await.expect_err("server from another CA");
-    assert_eq!(code, Code::Unavailable, "{msg}");
+    assert!(matches!(code, Code::Unavailable | Code::Unknown), "{code:?}: {msg}");
 
     // Plaintext against a TLS server.
     let (code, msg) = try_vote(channel(addr, &Transport::plaintext(), ServerRole::Teacher).await).await.expect_err("plaintext");
-    assert_eq!(code, Code::Unavailable, "{msg}");
+    assert!(matches!(code, Code::Unavailable | Code::Unknown), "{code:?}: {msg}");
 
     // Clients check the server's role too: a student that expects the
     // aggregator does not accept a teacher's certificate (nor would the

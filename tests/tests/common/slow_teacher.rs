@@ -78,7 +78,7 @@ impl Teacher for Service {
             armed.0 = None;
         }
         // Every teacher votes class 3: only the aggregator's noise varies.
-        Ok(Response::new(VoteResponse { labels: vec![3; samples.n], probabilities: vec![] }))
+        Ok(Response::new(VoteResponse { labels: vec![3; samples.n] }))
     }
 }
 
@@ -91,8 +91,11 @@ pub async fn start(block: Block) -> SlowTeacher {
     let votes = Arc::new(AtomicUsize::new(0));
     let service = Service { block, votes: Arc::clone(&votes), gate: gate_rx, events: events_tx };
     let (tx, rx) = oneshot::channel::<()>();
+    // Teacher 0's certificate, as a real teacher has: the aggregator talks
+    // mutual TLS and checks the teacher role.
+    let mut builder = super::transport(pate_proto::auth::Role::Teacher(0)).server().expect("teacher TLS");
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(TeacherServer::new(service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(l), async {
                 let _ = rx.await;
