@@ -9,6 +9,8 @@
 //! - [`optim`]: a fused AdamW (candle-nn's is slow on CPU).
 //! - [`train`]: minibatch AdamW training, distillation on soft targets,
 //!   prediction and accuracy.
+//! - [`semi`]: semi-supervised (FixMatch-style) training on labelled and
+//!   unlabelled items, for the student.
 //! - [`checkpoint`]: safetensors weights plus a JSON metadata file.
 //! - [`trigger`]: BadNets triggers, poisoning and attack success rate
 //!   (experiments only).
@@ -27,6 +29,7 @@ pub mod fetch;
 pub mod model;
 pub mod optim;
 pub mod partition;
+pub mod semi;
 pub mod train;
 pub mod trigger;
 
