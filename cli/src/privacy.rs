@@ -148,7 +148,15 @@ pub fn ledger_report(path: &std::path::Path, delta: f64, conversion: Conversion)
     } else {
         let votes: Vec<Vec<f64>> = queries.iter().map(|q| q.histogram.iter().map(|&c| f64::from(c)).collect()).collect();
         let flags = matches!(mechanism, Mechanism::ConfidentGnMax { .. }).then(|| queries.iter().map(|q| q.answer.is_some()).collect());
-        let opts = AnalyzeOptions { delta, conversion, orders: Some(orders), answered: flags, ..AnalyzeOptions::default() };
+        // The ledger records what the aggregator ran: integer noise, ties to the lowest class.
+        let opts = AnalyzeOptions {
+            delta,
+            conversion,
+            orders: Some(orders),
+            answered: flags,
+            noise_model: pate_privacy::NoiseModel::Discrete,
+            ..AnalyzeOptions::default()
+        };
         Some(analyze_with(&votes, &mechanism, &opts)?)
     };
     Ok(LedgerReport {

@@ -9,17 +9,27 @@
 //! - [`optim`]: a fused AdamW (candle-nn's is slow on CPU).
 //! - [`train`]: minibatch AdamW training, distillation on soft targets,
 //!   prediction and accuracy.
+//! - [`semi`]: semi-supervised (FixMatch-style) training on labelled and
+//!   unlabelled items, for the student.
 //! - [`checkpoint`]: safetensors weights plus a JSON metadata file.
 //! - [`trigger`]: BadNets triggers, poisoning and attack success rate
 //!   (experiments only).
+//! - [`attack`], [`advtrain`], [`calibration`], [`dknn`]: adversarial
+//!   examples, adversarial training and fine-tuning, calibration metrics and
+//!   Deep k-NN credibility (experiments only; `pate experiment robustness`).
 
+pub mod advtrain;
+pub mod attack;
+pub mod calibration;
 pub mod checkpoint;
 mod conv;
 pub mod data;
+pub mod dknn;
 pub mod fetch;
 pub mod model;
 pub mod optim;
 pub mod partition;
+pub mod semi;
 pub mod train;
 pub mod trigger;
 

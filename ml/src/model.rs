@@ -169,6 +169,33 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// The representation of `xs` at every layer, each flattened to
+    /// `[batch, features]`, the logits last (Deep k-NN's layers). MLP: the two
+    /// hidden ReLU layers and the logits; CNN: both convolution blocks, the
+    /// hidden linear layer and the logits.
+    pub fn representations(&self, xs: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let b = xs.dim(0)?;
+        match &self.layers {
+            Layers::Mlp { fc1, fc2, fc3 } => {
+                let x = xs.reshape((b, self.rows * self.cols))?;
+                let h1 = fc1.forward(&x)?.relu()?;
+                let h2 = fc2.forward(&h1)?.relu()?;
+                let out = fc3.forward(&h2)?;
+                Ok(vec![h1, h2, out])
+            }
+            Layers::Cnn { conv1, conv2, fc1, fc2 } => {
+                let x = xs.reshape((b, 1, self.rows, self.cols))?;
+                let c1 = conv1.forward(&x)?;
+                let c2 = conv2.forward(&c1)?;
+                let h = fc1.forward(&c2.flatten_from(1)?)?.relu()?;
+                let out = fc2.forward(&h)?;
+                Ok(vec![c1.flatten_from(1)?, c2.flatten_from(1)?, h, out])
+            }
+        }
+    }
+}
+
 impl Module for Classifier {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let b = xs.dim(0)?;
@@ -246,6 +273,20 @@ mod tests {
         );
         assert!(Classifier::new_seeded(ModelKind::Cnn, 3, 3, 3, 1, &dev).is_err());
         assert!(Classifier::new_seeded(ModelKind::Mlp, 3, 3, 0, 1, &dev).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn representations_end_with_the_logits() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (kind, widths) in [(ModelKind::Mlp, vec![256, 128, 10]), (ModelKind::Cnn, vec![16 * 14 * 14, 32 * 7 * 7, 128, 10])] {
+            let (m, _) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
+            let x = Tensor::rand(0f32, 1.0, (3, 1, 28, 28), &dev)?;
+            let reps = m.representations(&x)?;
+            assert_eq!(reps.iter().map(|r| r.dims()[1]).collect::<Vec<_>>(), widths);
+            let d = (reps.last().expect("logits") - m.forward(&x)?)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-5, "{kind}: {d}");
+        }
         Ok(())
     }
 

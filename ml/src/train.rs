@@ -123,7 +123,7 @@ pub fn images_to_tensor(images: &Images, device: &Device) -> candle_core::Result
 }
 
 /// Builds the input tensor of the items `idx` of `images`.
-fn batch_tensor(images: &Images, idx: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+pub(crate) fn batch_tensor(images: &Images, idx: &[usize], device: &Device) -> candle_core::Result<Tensor> {
     let n = images.item_len();
     let mut data = Vec::with_capacity(idx.len() * n);
     for &i in idx {
@@ -457,6 +457,17 @@ pub fn predict_proba_tensor(
     let mut out = Vec::with_capacity(x.dim(0)?);
     for_batches(model, &x, batch_size, |logits| {
         out.extend(candle_nn::ops::softmax_last_dim(&(logits / temperature)?)?.to_vec2::<f32>()?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The logits for an input tensor (for calibration, which rescales them).
+pub fn predict_logits_tensor(model: &Classifier, x: &Tensor, batch_size: usize) -> Result<Vec<Vec<f32>>, TrainError> {
+    let x = as_input(model, x)?;
+    let mut out = Vec::with_capacity(x.dim(0)?);
+    for_batches(model, &x, batch_size, |logits| {
+        out.extend(logits.to_vec2::<f32>()?);
         Ok(())
     })?;
     Ok(out)

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::lnmax::{moments_2017_totals, SmoothedSensVariant};
-use crate::mechanism::{data_dependent_rdp, data_independent_rdp_realized, Mechanism, MechanismError};
+use crate::mechanism::{data_dependent_rdp_with, data_independent_rdp_realized, Mechanism, MechanismError, NoiseModel};
+use crate::release::{release_params, ReleaseParams};
 use crate::orders::default_orders;
 use crate::rdp::{check_delta, check_orders, eps_from_rdp, Conversion, RdpError};
 use crate::ss_release::{analyze_ss_release, SsRelease, ThresholdStep};
@@ -94,6 +95,12 @@ pub struct AnalyzeOptions {
     pub moments_2017: u32,
     /// Number of teachers (default: the largest row sum).
     pub num_teachers: Option<usize>,
+    /// Which noise the data-dependent bounds assume: the reference's
+    /// continuous noise (default, reproduces the papers) or the integer
+    /// noise the aggregator draws (for its ledgers). Under
+    /// [`NoiseModel::Discrete`] the smooth-sensitivity release is
+    /// [`crate::release`]'s, reported in `release`.
+    pub noise_model: NoiseModel,
 }
 
 impl Default for AnalyzeOptions {
@@ -108,6 +115,7 @@ impl Default for AnalyzeOptions {
             beta_2017: 0.09,
             moments_2017: 8,
             num_teachers: None,
+            noise_model: NoiseModel::Continuous,
         }
     }
 }
@@ -182,6 +190,12 @@ pub struct AnalysisReport {
     /// LNMax under moments2017: the 2017 smoothed-sensitivity release.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smoothed_sensitivity_2017: Option<Smoothed2017>,
+    /// Which noise the data-dependent bounds assumed.
+    pub noise_model: NoiseModel,
+    /// Under the discrete noise model: the parameters of releasing the
+    /// data-dependent epsilon with smooth sensitivity (nothing drawn).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseParams>,
 }
 
 /// Analyses a votes matrix with the default options at `delta`.
@@ -273,6 +287,8 @@ pub fn analyze_with(
         smooth_sensitivity: None,
         smooth_sensitivity_error: None,
         smoothed_sensitivity_2017: None,
+        noise_model: opts.noise_model,
+        release: None,
     };
     if let Mechanism::LnMax { scale } = mechanism {
         report.pure_dp_epsilon = Some(q as f64 * 2.0 / scale);
@@ -328,7 +344,7 @@ pub fn analyze_with(
             let mut n_answered = 0usize;
             for (i, v) in votes.iter().enumerate() {
                 let ans = opts.answered.as_ref().and_then(|a| a.get(i).copied());
-                let r = data_dependent_rdp(mechanism, v, ans, orders);
+                let r = data_dependent_rdp_with(mechanism, v, ans, orders, opts.noise_model);
                 crate::rdp::accumulate(&mut dep, &r);
                 if ans != Some(false) {
                     n_answered += 1;
@@ -350,14 +366,21 @@ pub fn analyze_with(
                 report.expected_answered = Some(
                     votes
                         .iter()
-                        .map(|v| crate::confident::compute_logpr_answered(threshold, sigma1, v).exp())
+                        .map(|v| crate::mechanism::log_pr_answered_with(threshold, sigma1, v, opts.noise_model).exp())
                         .sum(),
                 );
                 if opts.answered.is_some() {
                     report.answered = Some(n_answered);
                 }
             }
-            if opts.smooth_sensitivity {
+            if opts.smooth_sensitivity && opts.noise_model == NoiseModel::Discrete {
+                if !matches!(mechanism, Mechanism::LnMax { .. }) {
+                    match release_params(mechanism, votes, opts.answered.as_deref(), num_teachers, opts.delta, orders) {
+                        Ok(p) => report.release = Some(p),
+                        Err(e) => report.smooth_sensitivity_error = Some(e.to_string()),
+                    }
+                }
+            } else if opts.smooth_sensitivity {
                 let (step1, sigma2) = match *mechanism {
                     Mechanism::GnMax { sigma } => (None, Some(sigma)),
                     Mechanism::ConfidentGnMax {

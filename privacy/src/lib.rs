@@ -14,6 +14,9 @@
 //! * Numerics written for this crate: [`special`] (scaled and log `erfc`,
 //!   `erfcinv`, normal log tails) and [`optimize`] (Brent root finding and
 //!   bounded minimisation, as SciPy does them).
+//! * [`discrete`]: the failure probability of the noisy arg-max with the
+//!   integer noise the aggregator really draws (the sound `q` for its
+//!   data-dependent accounting).
 //! * For the aggregator: [`noise`] (integer noisy max with OpenDP's
 //!   samplers) and [`budget`] (the global budget on the data-independent
 //!   bound).
@@ -22,6 +25,7 @@ pub mod analyze;
 pub mod budget;
 pub mod conditions;
 pub mod confident;
+pub mod discrete;
 pub mod gnmax;
 pub mod lnmax;
 pub mod mechanism;
@@ -30,14 +34,17 @@ pub mod optimize;
 pub mod orders;
 pub mod plan;
 pub mod rdp;
+pub mod release;
 pub mod smooth_sensitivity;
 pub mod special;
 pub mod ss_release;
+pub mod target;
 pub mod votes;
 
 pub use analyze::{analyze, analyze_with, Accountant, AnalysisReport, AnalyzeError, AnalyzeOptions};
 pub use mechanism::{
-    data_dependent_rdp, data_independent_rdp, data_independent_rdp_realized, Mechanism, MechanismError,
+    data_dependent_rdp, data_dependent_rdp_with, data_independent_rdp, data_independent_rdp_realized, Mechanism,
+    MechanismError, NoiseModel,
 };
 pub use orders::default_orders;
 pub use plan::{plan, Plan, PlanError, PlanMechanism, PlanRequest};

@@ -12,6 +12,12 @@
 //! * Confident GNMax pays the threshold step, `a / (2 sigma1^2)`, on every
 //!   query and GNMax's `a / sigma2^2` on the answered ones. Before the
 //!   answer is known the data-independent cost assumes it is answered.
+//!
+//! Data-dependent bounds come in two [`NoiseModel`]s: the reference's
+//! (continuous noise, what the papers and their test vectors assume) and the
+//! one the aggregator runs (OpenDP's integer noise, ties to the lowest
+//! class), whose failure probability [`crate::discrete`] bounds. Only the
+//! latter is sound for this project's ledgers.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -50,6 +56,19 @@ pub enum Mechanism {
         /// Noise of the GNMax step.
         sigma2: f64,
     },
+}
+
+/// Which noise a data-dependent bound assumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseModel {
+    /// Continuous Laplace / Gaussian noise, as the 2017 and 2018 reference
+    /// analyses (and their test vectors) assume.
+    #[default]
+    Continuous,
+    /// The integer noise the aggregator draws (OpenDP discrete Laplace and
+    /// discrete Gaussian) with ties to the lowest class: [`crate::discrete`].
+    Discrete,
 }
 
 /// Invalid mechanism parameters.
@@ -154,30 +173,75 @@ fn usable(votes: &[f64]) -> bool {
 /// A histogram with fewer than two classes or a negative or non-finite count
 /// gets the data-independent curve (conservative) instead.
 pub fn data_dependent_rdp(m: &Mechanism, votes: &[f64], answered: Option<bool>, orders: &[f64]) -> Vec<f64> {
+    data_dependent_rdp_with(m, votes, answered, orders, NoiseModel::Continuous)
+}
+
+/// `ln Pr[answered]` of Confident-GNMax's threshold step under `model`.
+pub fn log_pr_answered_with(threshold: f64, sigma1: f64, votes: &[f64], model: NoiseModel) -> f64 {
+    match model {
+        NoiseModel::Continuous => compute_logpr_answered(threshold, sigma1, votes),
+        NoiseModel::Discrete => crate::discrete::log_pr_answered(threshold, sigma1, votes).0,
+    }
+}
+
+/// [`data_dependent_rdp`] under a chosen [`NoiseModel`]. With
+/// [`NoiseModel::Discrete`] the `q` fed to the data-dependent theorems is the
+/// sound bound for the integer noise the aggregator draws (the theorems
+/// themselves hold for any mechanism with the data-independent guarantee,
+/// which the discrete samplers have; see [`crate::discrete`]).
+pub fn data_dependent_rdp_with(
+    m: &Mechanism,
+    votes: &[f64],
+    answered: Option<bool>,
+    orders: &[f64],
+    model: NoiseModel,
+) -> Vec<f64> {
+    use crate::discrete::{logq_noisy_max, DiscreteNoise};
     if !usable(votes) {
         return data_independent_rdp_realized(m, answered.unwrap_or(true), orders);
     }
     match *m {
-        Mechanism::LnMax { scale } => rdp_pure_eps(compute_logq_laplace(votes, scale), 2.0 / scale, orders),
-        Mechanism::GnMax { sigma } => rdp_gaussian(compute_logq_gaussian(votes, sigma), sigma, orders),
+        Mechanism::LnMax { scale } => {
+            let logq = match model {
+                NoiseModel::Continuous => compute_logq_laplace(votes, scale),
+                NoiseModel::Discrete => logq_noisy_max(&DiscreteNoise::Laplace { scale }, votes),
+            };
+            rdp_pure_eps(logq, 2.0 / scale, orders)
+        }
+        Mechanism::GnMax { sigma } => rdp_gaussian(logq_gaussian(votes, sigma, model), sigma, orders),
         Mechanism::ConfidentGnMax {
             threshold,
             sigma1,
             sigma2,
         } => {
-            let lpa = compute_logpr_answered(threshold, sigma1, votes);
-            let mut r = compute_rdp_threshold(lpa, sigma1, orders);
+            let lpa = log_pr_answered_with(threshold, sigma1, votes, model);
+            let mut r = match model {
+                NoiseModel::Continuous => compute_rdp_threshold(lpa, sigma1, orders),
+                NoiseModel::Discrete => rdp_gaussian(
+                    crate::discrete::threshold_logq(threshold, sigma1, votes),
+                    std::f64::consts::SQRT_2 * sigma1,
+                    orders,
+                ),
+            };
             let weight = match answered {
                 Some(true) => 1.0,
                 Some(false) => return r,
                 None => lpa.exp(),
             };
-            let rdp2 = rdp_gaussian(compute_logq_gaussian(votes, sigma2), sigma2, orders);
+            let rdp2 = rdp_gaussian(logq_gaussian(votes, sigma2, model), sigma2, orders);
             for (x, y) in r.iter_mut().zip(rdp2) {
                 *x += y * weight;
             }
             r
         }
+    }
+}
+
+/// The GNMax `logq` under `model`.
+fn logq_gaussian(votes: &[f64], sigma: f64, model: NoiseModel) -> f64 {
+    match model {
+        NoiseModel::Continuous => compute_logq_gaussian(votes, sigma),
+        NoiseModel::Discrete => crate::discrete::logq_noisy_max(&crate::discrete::DiscreteNoise::Gaussian { sigma }, votes),
     }
 }
 

@@ -192,6 +192,12 @@ pub fn parse(text: &str) -> anyhow::Result<Grid> {
     let string = |v: Value, key: &str| -> anyhow::Result<PathBuf> {
         v.as_str().map(PathBuf::from).with_context(|| format!("`{key}` must be a string"))
     };
+    // `experiment = "backdoor"` may name the kind (robustness grids must).
+    match top.remove("experiment") {
+        None => {}
+        Some(Value::String(s)) if s == "backdoor" => {}
+        Some(other) => bail!("`experiment` must be \"backdoor\" here (robustness grids are read elsewhere), got {other}"),
+    }
     let out = top.remove("out").map(|v| string(v, "out")).transpose()?;
     let data = top.remove("data").map(|v| string(v, "data")).transpose()?;
     let defaults = match top.remove("defaults") {
@@ -205,7 +211,7 @@ pub fn parse(text: &str) -> anyhow::Result<Grid> {
         None => vec![Value::Table(Table::new())],
     };
     if let Some(k) = top.keys().next() {
-        bail!("unknown top-level key `{k}` (expected out, data, defaults, grid)");
+        bail!("unknown top-level key `{k}` (expected experiment, out, data, defaults, grid)");
     }
     let mut cells = Vec::new();
     for (g, grid) in grids.into_iter().enumerate() {
@@ -230,12 +236,13 @@ pub fn parse(text: &str) -> anyhow::Result<Grid> {
     Ok(Grid { out, data, cells })
 }
 
-fn normalise(t: Table) -> Table {
+/// `seeds` read as `seed`.
+pub(crate) fn normalise(t: Table) -> Table {
     t.into_iter().map(|(k, v)| (if k == "seeds" { "seed".to_string() } else { k }, v)).collect()
 }
 
 /// Every combination of one value per axis, the last axis varying fastest.
-fn product(axes: &[(String, Vec<Value>)]) -> Vec<Table> {
+pub(crate) fn product(axes: &[(String, Vec<Value>)]) -> Vec<Table> {
     let mut out = vec![Table::new()];
     for (key, values) in axes {
         out = out

@@ -4,6 +4,10 @@
 //!   ([`backdoor`]: PATE mode in [`pate`], single-teacher mode in [`single`]).
 //! - `pate experiment run FILE.toml`: a grid of configurations ([`grid`],
 //!   [`runner`]) with a results table and plots ([`plots`]).
+//! - `pate experiment robustness ...`: adversarial examples, defensive
+//!   distillation, calibration, Deep k-NN credibility and a backdoor
+//!   fine-tuned against distilled ([`robustness`]; grids with
+//!   `experiment = "robustness"` in the TOML file).
 
 pub mod backdoor;
 pub mod certify;
@@ -11,6 +15,7 @@ pub mod grid;
 pub mod measure;
 pub mod pate;
 pub mod plots;
+pub mod robustness;
 pub mod runner;
 pub mod single;
 pub mod summary;
@@ -21,8 +26,15 @@ pub mod teachers;
 pub enum ExperimentCommand {
     /// One backdoor configuration end to end; writes OUT/report.json.
     Backdoor(backdoor::BackdoorArgs),
+    /// FGSM and adversarial training, defensive distillation and the
+    /// substitute attack, temperature scaling, Deep k-NN credibility, and a
+    /// backdoor fine-tuned against distilled, in process; writes
+    /// OUT/report.json, OUT/report.md and plots.
+    Robustness(robustness::RobustnessArgs),
     /// A grid of backdoor configurations from a TOML file: results.csv,
-    /// report.md and plots (PNG and SVG).
+    /// report.md and plots (PNG and SVG). A file with
+    /// `experiment = "robustness"` is a grid of robustness runs instead
+    /// (per-seed means and spreads in report.md and summary.json).
     Run(runner::RunArgs),
 }
 
@@ -31,6 +43,9 @@ pub async fn run(cmd: ExperimentCommand) -> anyhow::Result<()> {
     match cmd {
         ExperimentCommand::Backdoor(args) => {
             backdoor::run(args).await?;
+        }
+        ExperimentCommand::Robustness(args) => {
+            robustness::run(args).await?;
         }
         ExperimentCommand::Run(args) => runner::run(args).await?,
     }

@@ -55,6 +55,9 @@ impl Row {
 
 /// Runs the grid.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if super::robustness::grid::is_robustness(&args.file)? {
+        return super::robustness::grid::run(args).await;
+    }
     let grid = grid::load(&args.file)?;
     let out = args.out.clone().or(grid.out.clone()).unwrap_or_else(|| PathBuf::from("experiment-out"));
     let data = args.data.clone().or(grid.data.clone());
