@@ -134,7 +134,7 @@ pub(crate) fn batch_tensor(images: &Images, idx: &[usize], device: &Device) -> c
 
 /// Builds the input tensor of the items `idx` of `images`, each shifted by a
 /// random offset in `-max_shift..=max_shift` along both axes (zero fill).
-fn shifted_batch_tensor(
+pub(crate) fn shifted_batch_tensor(
     images: &Images,
     idx: &[usize],
     max_shift: usize,
