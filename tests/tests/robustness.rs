@@ -90,9 +90,9 @@ fn bad_parameters_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (flags, want) in [
         (&["--epsilons", "0.1,1.5"][..], "epsilon must be in [0, 1]"),
-        (&["--train-eps", "-0.1"][..], "epsilon must be in [0, 1]"),
+        (&["--train-eps=-0.1"][..], "epsilon must be in [0, 1]"),
         (&["--temperatures", "20,0"][..], "temperature must be positive"),
-        (&["--distill-temperature", "-2"][..], "temperature must be positive"),
+        (&["--distill-temperature=-2"][..], "temperature must be positive"),
         (&["--k", "100", "--dknn-train", "50"][..], "larger than the Deep k-NN training set"),
         // k fits --dknn-train but not the 1,397 training items of digits.
         (&["--k", "1500", "--dknn-train", "2000", "--eval-size", "200", "--calibration-size", "50", "--public-size", "100"][..], "larger than the Deep k-NN training set (1397 items)"),
