@@ -91,12 +91,7 @@ fn run(trained: &Trained, data: &Dataset, cfg: &TrainConfig, attack: Option<Atta
             let hit = logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::U32)?.sum_all()?;
             correct += hit.to_scalar::<u32>()? as usize;
         }
-        let n = data.len() as f64;
-        let loss = loss_sum / n;
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged { epoch, loss });
-        }
-        progress(EpochReport { epoch, loss, train_accuracy: correct as f64 / n, samples_per_sec: n / start.elapsed().as_secs_f64().max(1e-9) });
+        crate::train::finish_epoch(epoch, loss_sum, correct, data.len(), start, progress)?;
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::{Dataset, Images};
 use crate::model::{Classifier, ModelKind};
 use crate::optim::FusedAdamW;
-use crate::train::{shifted_batch_tensor, EpochReport, TrainConfig, TrainError, Trained};
+use crate::train::{finish_epoch, shifted_batch_tensor, EpochReport, TrainConfig, TrainError, Trained};
 
 /// The consistency part of [`train_semi`].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -179,17 +179,7 @@ pub fn train_semi(
             let hit = logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::U32)?.sum_all()?;
             correct += hit.to_scalar::<u32>()? as usize;
         }
-        let n = images.len() as f64;
-        let loss = loss_sum / n;
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged { epoch, loss });
-        }
-        progress(EpochReport {
-            epoch,
-            loss,
-            train_accuracy: correct as f64 / n,
-            samples_per_sec: n / start.elapsed().as_secs_f64().max(1e-9),
-        });
+        finish_epoch(epoch, loss_sum, correct, images.len(), start, progress)?;
     }
     Ok(Trained {
         model,

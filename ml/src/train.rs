@@ -350,17 +350,7 @@ fn train_impl(
             let hit = logits.argmax(D::Minus1)?.eq(&want)?.to_dtype(DType::U32)?.sum_all()?;
             correct += hit.to_scalar::<u32>()? as usize;
         }
-        let n = images.len() as f64;
-        let loss = loss_sum / n;
-        if !loss.is_finite() {
-            return Err(TrainError::Diverged { epoch, loss });
-        }
-        progress(EpochReport {
-            epoch,
-            loss,
-            train_accuracy: correct as f64 / n,
-            samples_per_sec: n / start.elapsed().as_secs_f64().max(1e-9),
-        });
+        finish_epoch(epoch, loss_sum, correct, images.len(), start, progress)?;
     }
     Ok(Trained {
         model,
@@ -370,6 +360,30 @@ fn train_impl(
         cols: images.cols,
         classes,
     })
+}
+
+/// Closes one epoch of any training loop here: the mean loss over `n`
+/// items (an error if it diverged) and the report to `progress`.
+pub(crate) fn finish_epoch(
+    epoch: usize,
+    loss_sum: f64,
+    correct: usize,
+    n: usize,
+    start: Instant,
+    progress: &mut dyn FnMut(EpochReport),
+) -> Result<(), TrainError> {
+    let n = n as f64;
+    let loss = loss_sum / n;
+    if !loss.is_finite() {
+        return Err(TrainError::Diverged { epoch, loss });
+    }
+    progress(EpochReport {
+        epoch,
+        loss,
+        train_accuracy: correct as f64 / n,
+        samples_per_sec: n / start.elapsed().as_secs_f64().max(1e-9),
+    });
+    Ok(())
 }
 
 /// Largest batch the CNN is run on at once when predicting: its im2col
