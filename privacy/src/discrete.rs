@@ -264,8 +264,15 @@ pub fn effective_gaps(counts: &[f64]) -> (usize, Vec<i64>) {
 /// thresholds of [`effective_gaps`], for `m` classes.
 pub fn logq_from_gaps(noise: &DiscreteNoise, gaps: &[i64], num_classes: usize) -> f64 {
     let terms: Vec<f64> = gaps.iter().map(|&k| noise.log_diff_sf(k)).collect();
+    capped_logq(logsumexp(&terms), num_classes)
+}
+
+/// The `ln q` the accounting uses for a union-bound sum `ln S`: raised by
+/// the rounding margin and capped at `ln(1 - 1/m)`. Non-decreasing in
+/// `log_sum`, which the smooth-sensitivity bounds rely on.
+pub fn capped_logq(log_sum: f64, num_classes: usize) -> f64 {
     let cap = (1.0 - 1.0 / num_classes as f64).ln();
-    (logsumexp(&terms) + ROUNDING_MARGIN).min(cap)
+    (log_sum + ROUNDING_MARGIN).min(cap)
 }
 
 /// Upper bound on `ln Pr[noisy arg-max != i*]` for the integer noise `noise`

@@ -16,7 +16,9 @@
 //!   bounded minimisation, as SciPy does them).
 //! * [`discrete`]: the failure probability of the noisy arg-max with the
 //!   integer noise the aggregator really draws (the sound `q` for its
-//!   data-dependent accounting).
+//!   data-dependent accounting); [`discrete_ss`]: the local sensitivity of
+//!   that accounting at every distance, for [`release`] (the released
+//!   epsilon, smooth sensitivity).
 //! * For the aggregator: [`noise`] (integer noisy max with OpenDP's
 //!   samplers) and [`budget`] (the global budget on the data-independent
 //!   bound).
@@ -26,6 +28,7 @@ pub mod budget;
 pub mod conditions;
 pub mod confident;
 pub mod discrete;
+pub mod discrete_ss;
 pub mod gnmax;
 pub mod lnmax;
 pub mod mechanism;

@@ -4,55 +4,52 @@
 //! Confident-GNMax with the integer noise the aggregator actually draws.
 //!
 //! The data-dependent epsilon depends on the votes, so publishing it exactly
-//! leaks. Instead, at one Rényi order `lambda` (the one minimising the
-//! data-dependent epsilon, as the reference does), the data-dependent RDP
-//! total `f(D) = sum_i rdp_i(D)` is released as
-//! `f(D) + SS_beta(D) * sigma_ss * N(0, 1)`, where `SS_beta` is a
-//! beta-smooth upper bound on its local sensitivity. That release is itself
-//! RDP at `lambda` with cost `c = lambda e^{2 beta} / sigma_ss^2 +
-//! (beta lambda - ln(1 - 2 lambda beta) / 2) / (lambda - 1)` (Theorem 23),
-//! which composes with the answers at the same order, so the released
-//! epsilon is
+//! leaks. Instead, at one Rényi order `lambda`, the data-dependent RDP total
+//! `f(D) = sum_i rdp_i(D)` is released as `f(D) + SS_beta(D) * sigma_ss *
+//! N(0, 1)`, where `SS_beta(D) = max_d e^{-beta d} A(d)` and `A(d)` bounds
+//! the local sensitivity of `f` at every dataset `d` changed teachers away.
+//! That release is itself RDP at `lambda` with cost `c = lambda e^{2 beta} /
+//! sigma_ss^2 + (beta lambda - ln(1 - 2 lambda beta) / 2) / (lambda - 1)`
+//! (Theorem 23), which composes with the answers at the same order, so the
+//! released epsilon is
 //!
 //! ```text
 //! epsilon_released = f(D) + SS * sigma_ss * Z + c + ln(1/delta) / (lambda - 1)
 //! ```
 //!
-//! with `beta` and `sigma_ss` chosen on the reference's grid to minimise
-//! `f + c + 2 SS sigma_ss` ([`release_params`]); [`draw_released`] draws it.
+//! Local sensitivities, per query, summed over queries (one changed teacher
+//! moves every query's histogram by at most one vote, so the sum of the
+//! per-query bounds over balls of radius `d` bounds the total's):
+//! * the threshold step's RDP depends on the top count only, which moves by
+//!   at most one per changed teacher: exact, from the list of its RDP for
+//!   every top count ([`threshold_ls_from_list`], computed with the discrete
+//!   `q`), taken as a running maximum over `d` (a histogram `d` moves away
+//!   can have any top count within `d`; the reference's list, which looks
+//!   only at top counts exactly `d` away, can undercount a sum);
+//! * the GNMax step: [`crate::discrete_ss`], the worst one-step change over
+//!   the ball computed on the histogram's own extreme paths with discrete
+//!   one-step bounds (the paper's Algorithm 3 and Proposition 12, redone
+//!   for the integer noise, with its proof sketch).
 //!
-//! Local sensitivities. The threshold step's RDP depends on the top count
-//! only, which moves by at most one per changed teacher: its local
-//! sensitivity at distance `d` is exact
-//! ([`crate::smooth_sensitivity::threshold_ls_from_list`], on the list of
-//! its RDP for every top count, computed with the discrete `q`). For the
-//! GNMax step the reference's bounds (`bl`, `bu`, Proposition 12) are
-//! derived for the continuous `q`, so they are not reused. Instead, with
-//! `k_j` the thresholds of the union bound
-//! ([`crate::discrete::effective_gaps`]) and `Q(k) = sum_j Pr[D >= k_j]`:
-//! one changed teacher moves every `k_j` by at most 2, so on every histogram
-//! within distance `d` (same first arg-max, guaranteed while
-//! `min_j k_j - 2(d + 1) >= 1`) `ln q` lies in `[ln Q(k + 2d), ln Q(k - 2d)]`,
-//! and one more step changes it by at most
-//! `max_j ln Pr[D >= x_j - 2] - ln Pr[D >= x_j]` at `x_j = k_j + 2d` (the
-//! tails of the log-concave `D` are log-concave, so that ratio grows with
-//! the gap), likewise downwards. The RDP is non-decreasing in `q`
-//! (`rdp_is_monotone_in_q` in the tests), so its largest one-step change
-//! over that interval is bounded on a grid of `ln q` (step 0.05, rounding
-//! outwards). Once the arg-max may change the whole data-independent bound
-//! is taken. Like the paper's Algorithm 3 this bounds the local
-//! sensitivity at distance `d` by the worst one-step change on the ball;
-//! it is somewhat looser (a box of gaps instead of the worst path), which
-//! only makes the release noisier, never unsound.
+//! Parameters: for every order (best data-dependent epsilon first), `beta`
+//! on a grid (`beta lambda` in `[0.02, 0.495)`; the reference's is
+//! `[0.3, 0.495)`) and `sigma_ss = (lambda e^{2 beta} / SS)^{1/3}`
+//! minimising `mean + 2 noise_std` (the reference's objective: the upper end
+//! of the released value's likely range); the order with the smallest
+//! objective wins (the reference fixes the order minimising the
+//! data-dependent epsilon, which for a few hundred clear answers costs far
+//! more noise). [`draw_released`] draws it. As in the reference, these
+//! choices are made on the data and are not accounted separately.
 
 use opendp::domains::AtomDomain;
 use opendp::measurements::make_gaussian;
 use opendp::metrics::AbsoluteDistance;
 use serde::{Deserialize, Serialize};
 
-use crate::discrete::{effective_gaps, logq_from_gaps, threshold_logq, DiscreteNoise};
+use crate::discrete::threshold_logq;
+use crate::discrete_ss::{GnmaxLs, QueryBalls};
 use crate::gnmax::rdp_gaussian_at;
-use crate::mechanism::{data_dependent_rdp_with, Mechanism, NoiseModel};
+use crate::mechanism::{data_dependent_rdp_with, data_independent_rdp_realized, Mechanism, NoiseModel};
 use crate::orders::arange;
 use crate::smooth_sensitivity::{
     compute_discounted_max, compute_rdp_of_smooth_sensitivity_gaussian, threshold_ls_from_list, SmoothSensitivityError,
@@ -114,126 +111,177 @@ pub struct ReleaseParams {
     pub delta: f64,
 }
 
-/// The GNMax RDP at one order on a grid of `ln q` (capped at `1 - 1/m`),
-/// for bounds on its largest change over an interval that use nothing but
-/// its monotonicity in `q`.
-struct RdpGrid {
-    y0: f64,
-    step: f64,
-    rdp: Vec<f64>,
+/// The order-independent part of a release: which queries count as
+/// answered, and the GNMax-step tables and balls of those answered.
+struct Context<'a> {
+    mechanism: &'a Mechanism,
+    votes: &'a [Vec<f64>],
+    answered: Vec<bool>,
+    num_teachers: usize,
+    /// GNMax-step tables (any answered query with usable votes).
+    gnmax: Option<GnmaxLs>,
+    /// `ln S` bounds on the balls of each answered query with usable votes.
+    balls: Vec<Option<QueryBalls>>,
 }
 
-impl RdpGrid {
-    fn new(sigma: f64, order: f64, classes: usize) -> Self {
-        let (y0, step) = (-80.0, 0.05);
-        let cap = (1.0 - 1.0 / classes as f64).ln();
-        let rdp = (0..=1600)
-            .map(|i| rdp_gaussian_at((y0 + i as f64 * step).min(cap), sigma, order))
+impl<'a> Context<'a> {
+    fn new(mechanism: &'a Mechanism, votes: &'a [Vec<f64>], answered: Vec<bool>, num_teachers: usize) -> Self {
+        let sigma2 = match *mechanism {
+            Mechanism::GnMax { sigma } | Mechanism::ConfidentGnMax { sigma2: sigma, .. } => sigma,
+            Mechanism::LnMax { scale } => scale, // not reached: release_params refuses LNMax
+        };
+        let needs = |i: usize| answered[i] && usable(&votes[i]);
+        let classes = votes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| needs(i))
+            .map(|(_, v)| v.len())
+            .max();
+        // Thresholds never exceed the votes on a histogram plus one.
+        let total = votes
+            .iter()
+            .filter(|v| usable(v))
+            .map(|v| v.iter().sum::<f64>().ceil() as usize)
+            .fold(num_teachers, usize::max);
+        let gnmax = classes.map(|m| GnmaxLs::new(sigma2, m, total));
+        let balls = (0..votes.len())
+            .map(|i| match (&gnmax, needs(i)) {
+                (Some(g), true) if votes[i].len() == g.num_classes() => {
+                    Some(QueryBalls::new(g.step_bounds(), &votes[i], num_teachers))
+                }
+                _ => None,
+            })
             .collect();
-        RdpGrid { y0, step, rdp }
-    }
-
-    /// The RDP at grid point `i`: 0 (a lower bound) below the grid, the
-    /// capped value above it.
-    fn at(&self, i: i64) -> f64 {
-        if i < 0 {
-            0.0
-        } else {
-            self.rdp[(i as usize).min(self.rdp.len() - 1)]
+        Context {
+            mechanism,
+            votes,
+            answered,
+            num_teachers,
+            gnmax,
+            balls,
         }
     }
 
-    fn cell(&self, y: f64) -> i64 {
-        ((y - self.y0) / self.step).floor() as i64
-    }
-
-    /// At least `max over y in [lo, hi] of rdp(y + a) - rdp(y)`, `a >= 0`:
-    /// on the cell `[y_i, y_i+1]` it is at most `rdp(y_i+1 + a) - rdp(y_i)`.
-    fn max_rise(&self, lo: f64, hi: f64, a: f64) -> f64 {
-        let s = 1 + (a / self.step).ceil() as i64;
-        let (first, last) = (self.cell(lo), self.cell(hi));
-        // Below the grid: rdp(y + a) - rdp(y) <= rdp(y0 + a).
-        let mut best = if first < 0 { self.at(s) } else { 0.0 };
-        for i in first.max(0)..=last.max(0) {
-            best = best.max(self.at(i + s) - self.at(i));
+    /// Upper bounds on the local sensitivity of the RDP total at `order`
+    /// over the balls of radius `d = 0..num_teachers` (summed over queries).
+    fn local_sensitivities(&mut self, order: f64) -> Vec<f64> {
+        let n = self.num_teachers;
+        let mut ls = vec![0.0; n];
+        let threshold_list: Option<Vec<f64>> = match *self.mechanism {
+            Mechanism::ConfidentGnMax { threshold, sigma1, .. } => Some(
+                (0..=n)
+                    .map(|v| {
+                        let logq = threshold_logq(threshold, sigma1, &[v as f64]);
+                        rdp_gaussian_at(logq, std::f64::consts::SQRT_2 * sigma1, order)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        if let Some(g) = self.gnmax.as_mut() {
+            g.set_order(order);
         }
-        best
-    }
-
-    /// At least `max over y in [lo, hi] of rdp(y) - rdp(y - b)`, `b >= 0`.
-    fn max_drop(&self, lo: f64, hi: f64, b: f64) -> f64 {
-        let s = (b / self.step).ceil() as i64;
-        let (first, last) = (self.cell(lo), self.cell(hi));
-        let mut best = if first < 0 { self.at(0) } else { 0.0 };
-        for i in first.max(0)..=last.max(0) {
-            best = best.max(self.at(i + 1) - self.at(i - s));
+        for (i, v) in self.votes.iter().enumerate() {
+            if !usable(v) || (self.answered[i] && self.balls[i].is_none()) {
+                // Nothing finer is known: the whole data-independent cost.
+                let c = data_independent_rdp_realized(self.mechanism, self.answered[i], &[order])[0];
+                ls.iter_mut().for_each(|x| *x += c);
+                continue;
+            }
+            if let Some(list) = &threshold_list {
+                add_ball_max(&mut ls, &threshold_ls_from_list(v, list));
+            }
+            if let (Some(g), Some(b)) = (self.gnmax.as_mut(), &self.balls[i]) {
+                g.query_ls(b, &mut ls);
+            }
         }
-        best
+        ls
     }
 }
 
-/// Per-query data-dependent RDP at `order` and local sensitivities at
-/// distances `0..num_teachers` (see the module docs).
-/// `threshold_list` is the threshold step's RDP at `order` for every top
-/// count `0..=num_teachers` (Confident-GNMax only).
-fn query_rdp_and_ls(
-    m: &Mechanism,
+/// Adds the running maximum of `sphere` to `ls`: the reference's threshold
+/// list gives the local sensitivity at top counts exactly `d` away, and a
+/// histogram `d` moves away can have any top count within `d`.
+fn add_ball_max(ls: &mut [f64], sphere: &[f64]) {
+    let mut best = 0.0f64;
+    for (x, &y) in ls.iter_mut().zip(sphere) {
+        best = best.max(y);
+        *x += best;
+    }
+}
+
+/// The vote histograms the discrete analysis accepts (the same test as
+/// `data_dependent_rdp_with`).
+fn usable(votes: &[f64]) -> bool {
+    votes.len() >= 2 && votes.iter().all(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// The per-query local-sensitivity bounds (threshold step and GNMax step,
+/// over balls of radius `d = 0..num_teachers`) at `order`, as the release
+/// sums them: for checking them against brute force.
+pub fn query_local_sensitivities(
+    mechanism: &Mechanism,
     votes: &[f64],
     answered: bool,
     num_teachers: usize,
     order: f64,
-    threshold_list: Option<&[f64]>,
-    grid: Option<&RdpGrid>,
-) -> (f64, Vec<f64>) {
-    let sigma2 = match *m {
-        Mechanism::GnMax { sigma } => sigma,
-        Mechanism::ConfidentGnMax { sigma2, .. } => sigma2,
-        Mechanism::LnMax { scale } => scale, // not reached: release_params refuses LNMax
+) -> Vec<f64> {
+    let v = [votes.to_vec()];
+    Context::new(mechanism, &v, vec![answered], num_teachers).local_sensitivities(order)
+}
+
+/// The best GNSS parameters at one order for the local sensitivities `ls`:
+/// `beta` on a grid, `sigma_ss` in closed form, minimising
+/// `mean + 2 noise_std`; returns that objective with the parameters.
+fn gnss_at(order: f64, rdp: f64, delta: f64, ls: &[f64]) -> Result<Option<(f64, ReleaseParams)>, ReleaseError> {
+    let epsilon_data_dependent = rdp + (1.0 / delta).ln() / (order - 1.0);
+    let exact = |beta| ReleaseParams {
+        order,
+        beta,
+        smooth_sensitivity: 0.0,
+        sigma_ss: 0.0,
+        rdp_data_dependent: rdp,
+        epsilon_data_dependent,
+        release_cost: 0.0,
+        mean: epsilon_data_dependent,
+        noise_std: 0.0,
+        delta,
     };
-    let rdp = data_dependent_rdp_with(m, votes, Some(answered), &[order], NoiseModel::Discrete)[0];
-    let mut ls = vec![0.0; num_teachers];
-    if let Some(list) = threshold_list {
-        for (x, y) in ls.iter_mut().zip(threshold_ls_from_list(votes, list)) {
-            *x += y;
+    if ls.iter().all(|&x| x == 0.0) {
+        // A constant function of the data is released exactly, at no cost.
+        return Ok(Some((epsilon_data_dependent, exact(0.0))));
+    }
+    let mut best: Option<(f64, ReleaseParams)> = None;
+    // The reference's grid is beta * order in [0.3, 0.495); a wider one
+    // only adds choices.
+    for beta in arange(0.02 / order, 0.495 / order, 0.005 / order) {
+        let ss = compute_discounted_max(beta, ls);
+        // argmin over sigma of order e^{2 beta} / sigma^2 + 2 ss sigma.
+        let sigma_ss = ((order * (2.0 * beta).exp()) / ss).powf(1.0 / 3.0);
+        let cost = compute_rdp_of_smooth_sensitivity_gaussian(beta, sigma_ss, order)?;
+        let p = ReleaseParams {
+            smooth_sensitivity: ss,
+            sigma_ss,
+            release_cost: cost,
+            mean: epsilon_data_dependent + cost,
+            noise_std: ss * sigma_ss,
+            ..exact(beta)
+        };
+        let objective = p.mean + 2.0 * p.noise_std;
+        if objective.is_finite() && best.as_ref().is_none_or(|(b, _)| objective < *b) {
+            best = Some((objective, p));
         }
     }
-    if let (true, Some(grid)) = (answered, grid) {
-        let noise = DiscreteNoise::Gaussian { sigma: sigma2 };
-        let (_, k) = effective_gaps(votes);
-        let classes = votes.len();
-        let kmin = k.iter().copied().min().unwrap_or(1);
-        let ind = order / (sigma2 * sigma2);
-        let t = |x: i64| noise.log_diff_sf(x);
-        for (d, x) in ls.iter_mut().enumerate() {
-            let r = 2 * d as i64;
-            let bound = if kmin - r - 2 >= 1 {
-                // ln q on the ball: between the gaps all pushed out and all pulled in.
-                let pulled: Vec<i64> = k.iter().map(|&g| g - r).collect();
-                let pushed: Vec<i64> = k.iter().map(|&g| g + r).collect();
-                let (lo, hi) = (
-                    logq_from_gaps(&noise, &pushed, classes),
-                    logq_from_gaps(&noise, &pulled, classes),
-                );
-                // Largest one-step change of ln q there (log-concave tails:
-                // the ratio grows with the gap, so take the largest gaps).
-                let up = k.iter().map(|&g| t(g + r - 2) - t(g + r)).fold(0.0, f64::max);
-                let down = k.iter().map(|&g| t(g + r) - t(g + r + 2)).fold(0.0, f64::max);
-                grid.max_rise(lo, hi, up).max(grid.max_drop(lo, hi, down))
-            } else {
-                // The arg-max may change: anything between 0 and the
-                // data-independent bound (and so at every larger distance).
-                ind
-            };
-            *x += bound.min(ind);
-        }
-    }
-    (rdp, ls)
+    Ok(best)
 }
 
 /// Chooses the order and the GNSS parameters for releasing the
 /// data-dependent epsilon of `votes` (one histogram per query; for
 /// Confident-GNMax `answered` gives the realized outcome of each, otherwise
-/// every query counts as answered).
+/// every query counts as answered): the `(order, beta, sigma_ss)` on the
+/// grids minimising `mean + 2 noise_std`, an upper end of the released
+/// value's likely range (the reference's objective, searched over the
+/// orders too; see the module docs).
 pub fn release_params(
     mechanism: &Mechanism,
     votes: &[Vec<f64>],
@@ -259,84 +307,33 @@ pub fn release_params(
             });
         }
     }
-    let flag = |i: usize| answered.map_or(true, |a| a[i]);
-    // The order minimising the data-dependent epsilon.
+    let flags: Vec<bool> = (0..votes.len()).map(|i| answered.map_or(true, |a| a[i])).collect();
     let mut total = vec![0.0; orders.len()];
-    for (i, v) in votes.iter().enumerate() {
-        let r = data_dependent_rdp_with(mechanism, v, Some(flag(i)), orders, NoiseModel::Discrete);
+    for (v, &a) in votes.iter().zip(&flags) {
+        let r = data_dependent_rdp_with(mechanism, v, Some(a), orders, NoiseModel::Discrete);
         total.iter_mut().zip(r).for_each(|(t, c)| *t += c);
     }
     let ln_inv_delta = (1.0 / delta).ln();
-    let (order, _) = orders
+    // Orders by their data-dependent epsilon: the objective is at least
+    // that, so the search stops at the first order that cannot win.
+    let mut candidates: Vec<(f64, f64, f64)> = orders
         .iter()
         .zip(&total)
-        .map(|(&a, &r)| (a, r + ln_inv_delta / (a - 1.0)))
-        .fold((f64::NAN, f64::INFINITY), |best, x| if x.1 < best.1 { x } else { best });
-
-    let threshold_list: Option<Vec<f64>> = match *mechanism {
-        Mechanism::ConfidentGnMax { threshold, sigma1, .. } => Some(
-            (0..=num_teachers)
-                .map(|v| {
-                    let logq = threshold_logq(threshold, sigma1, &[v as f64]);
-                    rdp_gaussian_at(logq, std::f64::consts::SQRT_2 * sigma1, order)
-                })
-                .collect(),
-        ),
-        _ => None,
-    };
-    let sigma2 = match *mechanism {
-        Mechanism::GnMax { sigma } | Mechanism::ConfidentGnMax { sigma2: sigma, .. } => sigma,
-        Mechanism::LnMax { scale } => scale,
-    };
-    let grid = RdpGrid::new(sigma2, order, votes[0].len());
-    let mut rdp = 0.0;
-    let mut ls = vec![0.0; num_teachers];
-    for (i, v) in votes.iter().enumerate() {
-        let (r, l) = query_rdp_and_ls(
-            mechanism,
-            v,
-            flag(i),
-            num_teachers,
-            order,
-            threshold_list.as_deref(),
-            Some(&grid),
-        );
-        rdp += r;
-        ls.iter_mut().zip(l).for_each(|(t, c)| *t += c);
-    }
-    let epsilon_data_dependent = rdp + ln_inv_delta / (order - 1.0);
-    let no_noise = |beta| ReleaseParams {
-        order,
-        beta,
-        smooth_sensitivity: 0.0,
-        sigma_ss: 0.0,
-        rdp_data_dependent: rdp,
-        epsilon_data_dependent,
-        release_cost: 0.0,
-        mean: epsilon_data_dependent,
-        noise_std: 0.0,
-        delta,
-    };
-    if ls.iter().all(|&x| x == 0.0) {
-        // A constant function of the data is released exactly, at no cost.
-        return Ok(no_noise(0.0));
-    }
+        .map(|(&a, &r)| (a, r, r + ln_inv_delta / (a - 1.0)))
+        .filter(|c| c.0 > 1.0 && c.2.is_finite())
+        .collect();
+    candidates.sort_by(|x, y| x.2.total_cmp(&y.2));
+    let mut ctx = Context::new(mechanism, votes, flags, num_teachers);
     let mut best: Option<(f64, ReleaseParams)> = None;
-    for beta in arange(0.3 / order, 0.495 / order, 0.01 / order) {
-        let ss = compute_discounted_max(beta, &ls);
-        let sigma_ss = ((order * (2.0 * beta).exp()) / ss).powf(1.0 / 3.0);
-        let cost = compute_rdp_of_smooth_sensitivity_gaussian(beta, sigma_ss, order)?;
-        let objective = rdp + cost + 2.0 * ss * sigma_ss;
-        if objective.is_finite() && best.as_ref().is_none_or(|(b, _)| objective < *b) {
-            let p = ReleaseParams {
-                smooth_sensitivity: ss,
-                sigma_ss,
-                release_cost: cost,
-                mean: epsilon_data_dependent + cost,
-                noise_std: ss * sigma_ss,
-                ..no_noise(beta)
-            };
-            best = Some((objective, p));
+    for (order, rdp, eps) in candidates {
+        if best.as_ref().is_some_and(|(b, _)| eps >= *b) {
+            break;
+        }
+        let ls = ctx.local_sensitivities(order);
+        if let Some((objective, p)) = gnss_at(order, rdp, delta, &ls)? {
+            if best.as_ref().is_none_or(|(b, _)| objective < *b) {
+                best = Some((objective, p));
+            }
         }
     }
     best.map(|(_, p)| p).ok_or(ReleaseError::NoFiniteCost)
@@ -400,8 +397,12 @@ mod tests {
         let answered = vec![true; votes.len()];
         let p = release_params(&confident(), &votes, Some(&answered), 250, 1e-5, &default_orders()).expect("release");
         assert!(p.noise_std > 0.0 && p.release_cost > 0.0, "{p:?}");
+        // Data-dependent 0.66 at its best order; the box-of-gaps bound this
+        // replaced released a mean of 3.5 here, now 1.36 +- 0.18 (the
+        // reference's own analysis of the continuous mechanism with the
+        // same order search: 1.34 +- 0.20).
         assert!(
-            p.epsilon_data_dependent < 1.0 && p.mean < 5.0 && p.noise_std.is_finite(),
+            p.epsilon_data_dependent < 1.1 && p.mean < 1.45 && p.noise_std < 0.2,
             "{p:?}"
         );
         assert!((p.mean - p.epsilon_data_dependent - p.release_cost).abs() < 1e-12);
@@ -417,6 +418,64 @@ mod tests {
         )
         .expect("release");
         assert!(q.epsilon_data_dependent > p.epsilon_data_dependent);
+    }
+
+    /// The exact one-step local sensitivity of one histogram (every move).
+    fn exact_ls(m: &Mechanism, votes: &[f64], order: f64) -> f64 {
+        let f = |v: &[f64]| data_dependent_rdp_with(m, v, Some(true), &[order], NoiseModel::Discrete)[0];
+        let here = f(votes);
+        let mut best = 0.0f64;
+        for a in 0..votes.len() {
+            for b in 0..votes.len() {
+                if a != b && votes[a] >= 1.0 {
+                    let mut w = votes.to_vec();
+                    w[a] -= 1.0;
+                    w[b] += 1.0;
+                    best = best.max((f(&w) - here).abs());
+                }
+            }
+        }
+        best
+    }
+
+    /// On the paper's setting the smooth sensitivity is close to the best
+    /// any sound bound can give: a lower bound on the exact one is the
+    /// discounted maximum of the exact local sensitivity along the path
+    /// that moves votes from the top class to the runner-up.
+    #[test]
+    fn smooth_sensitivity_is_near_exact_on_clear_votes() {
+        let m = confident();
+        let profiles: Vec<Vec<f64>> = (0..7)
+            .map(|i| vec![240.0 - i as f64, 5.0, 5.0 + i as f64, 0.0])
+            .collect();
+        for order in [8.0, 13.5, 30.0] {
+            let mut ours = vec![0.0; 250];
+            let mut lower = vec![0.0; 250];
+            for v in &profiles {
+                let ls = query_local_sensitivities(&m, v, true, 250, order);
+                ours.iter_mut().zip(&ls).for_each(|(x, y)| *x += y);
+                let mut w = v.clone();
+                for (d, x) in lower.iter_mut().enumerate() {
+                    if d > 0 && w[0] - w[2] >= 2.0 {
+                        w[0] -= 1.0;
+                        w[2] += 1.0;
+                    }
+                    *x += exact_ls(&m, &w, order);
+                    assert!(
+                        ls[d] >= exact_ls(&m, &w, order) * (1.0 - 1e-12) || d > 120,
+                        "order {order} d {d}"
+                    );
+                }
+            }
+            for beta_order in [0.3, 0.45] {
+                let beta = beta_order / order;
+                let (a, b) = (
+                    compute_discounted_max(beta, &ours),
+                    compute_discounted_max(beta, &lower),
+                );
+                assert!(a >= b && a <= 1.25 * b, "order {order} beta {beta}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]
