@@ -158,7 +158,7 @@ pub fn data_independent_rdp_realized(m: &Mechanism, answered: bool, orders: &[f6
 
 /// Whether a histogram can be used for a data-dependent bound: at least two
 /// classes, every count finite and non-negative.
-fn usable(votes: &[f64]) -> bool {
+pub(crate) fn usable(votes: &[f64]) -> bool {
     votes.len() >= 2 && votes.iter().all(|v| v.is_finite() && *v >= 0.0)
 }
 
@@ -241,7 +241,9 @@ pub fn data_dependent_rdp_with(
 fn logq_gaussian(votes: &[f64], sigma: f64, model: NoiseModel) -> f64 {
     match model {
         NoiseModel::Continuous => compute_logq_gaussian(votes, sigma),
-        NoiseModel::Discrete => crate::discrete::logq_noisy_max(&crate::discrete::DiscreteNoise::Gaussian { sigma }, votes),
+        NoiseModel::Discrete => {
+            crate::discrete::logq_noisy_max(&crate::discrete::DiscreteNoise::Gaussian { sigma }, votes)
+        }
     }
 }
 

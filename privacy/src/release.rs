@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::discrete::threshold_logq;
 use crate::discrete_ss::{GnmaxLs, QueryBalls};
 use crate::gnmax::rdp_gaussian_at;
-use crate::mechanism::{data_dependent_rdp_with, data_independent_rdp_realized, Mechanism, NoiseModel};
+use crate::mechanism::{data_dependent_rdp_with, data_independent_rdp_realized, usable, Mechanism, NoiseModel};
 use crate::orders::arange;
 use crate::smooth_sensitivity::{
     compute_discounted_max, compute_rdp_of_smooth_sensitivity_gaussian, threshold_ls_from_list, SmoothSensitivityError,
@@ -210,12 +210,6 @@ fn add_ball_max(ls: &mut [f64], sphere: &[f64]) {
     }
 }
 
-/// The vote histograms the discrete analysis accepts (the same test as
-/// `data_dependent_rdp_with`).
-fn usable(votes: &[f64]) -> bool {
-    votes.len() >= 2 && votes.iter().all(|v| v.is_finite() && *v >= 0.0)
-}
-
 /// The per-query local-sensitivity bounds (threshold step and GNMax step,
 /// over balls of radius `d = 0..num_teachers`) at `order`, as the release
 /// sums them: for checking them against brute force.
@@ -307,7 +301,7 @@ pub fn release_params(
             });
         }
     }
-    let flags: Vec<bool> = (0..votes.len()).map(|i| answered.map_or(true, |a| a[i])).collect();
+    let flags: Vec<bool> = (0..votes.len()).map(|i| answered.is_none_or(|a| a[i])).collect();
     let mut total = vec![0.0; orders.len()];
     for (v, &a) in votes.iter().zip(&flags) {
         let r = data_dependent_rdp_with(mechanism, v, Some(a), orders, NoiseModel::Discrete);
