@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Crate boundaries (unused dependencies, no candle in the aggregator).
+scripts/deps-check.sh
 # One build directory outside the checkout, so fresh clones on the same
 # machine (CI) reuse compiled dependencies; a new machine builds it cold.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pate/target}"

@@ -4,7 +4,6 @@
 //! spends in a durable ledger against one global budget.
 
 pub mod inflight;
-pub mod ledger;
 pub mod pool;
 pub mod service;
 pub mod students;
@@ -24,24 +23,16 @@ use tonic::service::interceptor::InterceptedService;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use ledger::Ledger;
+/// The ledger lives in its own crate (`pate privacy report` reads it too).
+pub use pate_ledger as ledger;
+pub use pate_ledger::Ledger;
 pub use pool::TeacherPool;
 pub use service::AggregatorService;
 pub use students::StudentBudgets;
 
-/// Largest gRPC message the aggregator sends or accepts.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub use pate_proto::MAX_MESSAGE_BYTES;
 
-/// Noise mechanism names on the command line.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MechanismKind {
-    /// Laplace noisy max (PATE 2017).
-    Lnmax,
-    /// Gaussian noisy max (PATE 2018).
-    Gnmax,
-    /// Gaussian noisy max behind a noisy consensus threshold (PATE 2018).
-    ConfidentGnmax,
-}
+pub use pate_privacy::MechanismKind;
 
 /// How the aggregator runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -110,13 +101,7 @@ pub struct Config {
 impl Config {
     /// The configured mechanism, validated.
     pub fn mechanism(&self) -> anyhow::Result<Mechanism> {
-        let m = match self.mechanism {
-            MechanismKind::Lnmax => Mechanism::LnMax { scale: self.noise_scale },
-            MechanismKind::Gnmax => Mechanism::GnMax { sigma: self.sigma },
-            MechanismKind::ConfidentGnmax => {
-                Mechanism::ConfidentGnMax { threshold: self.threshold, sigma1: self.sigma1, sigma2: self.sigma2 }
-            }
-        };
+        let m = self.mechanism.with_noise(self.noise_scale, self.sigma, self.threshold, self.sigma1, self.sigma2);
         m.validate()?;
         Ok(m)
     }

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use pate_aggregator::{Ledger, MechanismKind};
+use pate_ledger::Ledger;
 use pate_privacy::analyze::{analyze_with, Accountant, AnalyzeOptions};
 use pate_privacy::plan::{plan, PlanMechanism, PlanRequest};
 use pate_privacy::rdp::{eps_from_rdp, Conversion};
-use pate_privacy::{read_votes_csv, Mechanism};
+use pate_privacy::{read_votes_csv, Mechanism, MechanismKind};
 use serde::Serialize;
 
 /// Noise parameters shared by the subcommands.
@@ -35,13 +35,7 @@ pub struct NoiseArgs {
 
 impl NoiseArgs {
     fn mechanism(&self) -> Mechanism {
-        match self.mechanism {
-            MechanismKind::Lnmax => Mechanism::LnMax { scale: self.scale },
-            MechanismKind::Gnmax => Mechanism::GnMax { sigma: self.sigma },
-            MechanismKind::ConfidentGnmax => {
-                Mechanism::ConfidentGnMax { threshold: self.threshold, sigma1: self.sigma1, sigma2: self.sigma2 }
-            }
-        }
+        self.mechanism.with_noise(self.scale, self.sigma, self.threshold, self.sigma1, self.sigma2)
     }
 }
 

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pate_aggregator::ledger::decode_query;
+use pate_ledger::decode_query;
 use pate_privacy::budget::Budget;
 use pate_privacy::{default_orders, Mechanism};
 

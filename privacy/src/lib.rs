@@ -47,7 +47,7 @@ pub mod votes;
 pub use analyze::{analyze, analyze_with, Accountant, AnalysisReport, AnalyzeError, AnalyzeOptions};
 pub use mechanism::{
     data_dependent_rdp, data_dependent_rdp_with, data_independent_rdp, data_independent_rdp_realized, Mechanism,
-    MechanismError, NoiseModel,
+    MechanismError, MechanismKind, NoiseModel,
 };
 pub use orders::default_orders;
 pub use plan::{plan, Plan, PlanError, PlanMechanism, PlanRequest};

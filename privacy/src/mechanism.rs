@@ -58,6 +58,31 @@ pub enum Mechanism {
     },
 }
 
+/// Mechanism names on the command line (`--mechanism`), shared by the
+/// aggregator and `pate privacy` (clap's `ValueEnum` with the `clap` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum MechanismKind {
+    /// Laplace noisy max (PATE 2017).
+    Lnmax,
+    /// Gaussian noisy max (PATE 2018).
+    Gnmax,
+    /// Gaussian noisy max behind a noisy consensus threshold (PATE 2018).
+    ConfidentGnmax,
+}
+
+impl MechanismKind {
+    /// The mechanism of this kind with its noise parameters (those the kind
+    /// does not use are ignored); not yet validated.
+    pub fn with_noise(self, scale: f64, sigma: f64, threshold: f64, sigma1: f64, sigma2: f64) -> Mechanism {
+        match self {
+            MechanismKind::Lnmax => Mechanism::LnMax { scale },
+            MechanismKind::Gnmax => Mechanism::GnMax { sigma },
+            MechanismKind::ConfidentGnmax => Mechanism::ConfidentGnMax { threshold, sigma1, sigma2 },
+        }
+    }
+}
+
 /// Which noise a data-dependent bound assumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

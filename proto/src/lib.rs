@@ -21,6 +21,10 @@ pub mod tls;
 
 pub use v1::{Dtype, Tensor};
 
+/// Largest gRPC message any party sends or accepts (a batch of samples and
+/// their answers): one value for every server and client of the protocol.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Why a wire tensor was rejected.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ProtoError {

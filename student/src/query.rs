@@ -36,7 +36,7 @@ async fn connect(addr: &str, wait: Duration, transport: &Transport) -> anyhow::R
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match ep.connect().await {
-            Ok(ch) => return Ok(AggregatorClient::new(ch).max_encoding_message_size(64 << 20)),
+            Ok(ch) => return Ok(AggregatorClient::new(ch).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES)),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(e).with_context(|| format!("aggregator {addr} unreachable"));
             }

@@ -20,8 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use service::TeacherService;
 pub use train::{train, TrainArgs};
 
-/// Largest gRPC message a teacher accepts (a batch of samples).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub use pate_proto::MAX_MESSAGE_BYTES;
 
 /// How `serve` runs.
 #[derive(clap::Args, Debug, Clone)]

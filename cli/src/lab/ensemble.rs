@@ -28,7 +28,7 @@ pub async fn teacher_votes_tagged(addrs: &[SocketAddr], images: &Images, tag: &s
             .connect()
             .await
             .with_context(|| format!("connecting to teacher {addr}"))?;
-        let mut client = TeacherClient::new(channel).max_encoding_message_size(64 << 20);
+        let mut client = TeacherClient::new(channel).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES);
         let mut labels = Vec::with_capacity(images.len());
         for start in (0..images.len()).step_by(BATCH) {
             let chunk = images.range(start..(start + BATCH).min(images.len()));

@@ -2,11 +2,11 @@
 //! one transaction per request, for several request sizes; then refused
 //! requests per second (written without an fsync each).
 //!
-//! Run: `cargo bench -p pate-aggregator --bench ledger`
+//! Run: `cargo bench -p pate-ledger --bench ledger`
 
 use std::time::Instant;
 
-use pate_aggregator::ledger::{Ledger, QueryRecord};
+use pate_ledger::{Ledger, QueryRecord};
 use pate_privacy::{data_independent_rdp, default_orders, Mechanism};
 
 fn main() -> anyhow::Result<()> {

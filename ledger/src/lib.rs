@@ -1,4 +1,6 @@
-//! The durable ledger of everything the aggregator answered.
+//! `pate-ledger`: the durable ledger of everything the aggregator answered,
+//! in a crate of its own so that the aggregator (which writes it) and `pate
+//! privacy report` (which reads it) share it without one linking the other.
 //!
 //! SQLite in WAL mode with `synchronous = FULL`: a batch's queries are
 //! committed in one transaction before its answer leaves the process, so a
