@@ -245,7 +245,7 @@ fn gaussian(sigma: f64) -> Arc<GaussTails> {
 /// and `floor(g_j) + 1` for `j > i*` (it loses them), `g_j = n_i* - n_j`.
 /// Returns `(i*, k)` with `k` in class order, `i*` left out.
 pub fn effective_gaps(counts: &[f64]) -> (usize, Vec<i64>) {
-    let winner = crate::special::argmax(counts);
+    let winner = crate::special::argmax(counts).unwrap_or(0);
     let top = counts.get(winner).copied().unwrap_or(0.0);
     let k = counts
         .iter()

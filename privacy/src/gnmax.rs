@@ -17,7 +17,7 @@ use crate::special::{argmax, log1mexp, logaddexp, logsumexp, norm_logsf};
 pub fn compute_logq_gaussian(counts: &[f64], sigma: f64) -> f64 {
     let n = counts.len();
     let variance = sigma * sigma;
-    let idx = argmax(counts);
+    let idx = argmax(counts).unwrap_or(0);
     let cw = counts.get(idx).copied().unwrap_or(0.0);
     let scale = (2.0 * variance).sqrt();
     let terms: Vec<f64> = counts

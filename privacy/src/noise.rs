@@ -16,6 +16,9 @@ use opendp::measurements::{make_gaussian, make_laplace};
 use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L1Distance, L2Distance};
 
+/// The lowest-index arg-max, the aggregator's tie rule (one home: `special`).
+pub use crate::special::argmax;
+
 /// Whether the noise is drawn from OpenSSL's CSPRNG (OpenDP `use-openssl`).
 pub const SECURE_NOISE: bool = cfg!(feature = "secure-noise");
 
@@ -135,17 +138,6 @@ impl NoisyMax {
         };
         Ok(argmax(&noisy))
     }
-}
-
-/// Index of the largest value, the lowest index on ties; `None` if empty.
-pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> Option<usize> {
-    let mut best: Option<(usize, T)> = None;
-    for (i, &v) in values.iter().enumerate() {
-        if best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
-        }
-    }
-    best.map(|(i, _)| i)
 }
 
 #[cfg(test)]

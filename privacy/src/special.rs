@@ -269,16 +269,16 @@ pub fn logsumexp(xs: &[f64]) -> f64 {
     m + s.ln()
 }
 
-/// Index of the first maximum (NumPy's `argmax`: the lowest index wins ties).
-/// Returns 0 for an empty slice.
-pub fn argmax(xs: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
+/// Index of the first maximum (NumPy's `argmax`: the lowest index wins
+/// ties; the aggregator's tie rule too); `None` for an empty slice.
+pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> Option<usize> {
+    let mut best: Option<(usize, T)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
         }
     }
-    best
+    best.map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -357,6 +357,6 @@ mod tests {
         assert_eq!(logaddexp(f64::NEG_INFINITY, f64::NEG_INFINITY), f64::NEG_INFINITY);
         assert!(rel(logaddexp(0.0, 0.0), LN_2) < 1e-16);
         assert!(rel(logsumexp(&[0.0, 0.0, 0.0]), 3f64.ln()) < 1e-15);
-        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), Some(1));
     }
 }
