@@ -186,3 +186,33 @@ pub fn markdown(rows: &[Row], file: &std::path::Path) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cell_runs_once_per_configuration() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cell_dir = dir.path().join("cells").join("000-x");
+        let runs = std::cell::Cell::new(0);
+        let run = |value: u32| {
+            runs.set(runs.get() + 1);
+            let d = cell_dir.clone();
+            async move {
+                // What an experiment leaves: its report in the cell's directory.
+                std::fs::write(d.join("report.json"), serde_json::to_vec(&value)?)?;
+                Ok(value)
+            }
+        };
+        assert_eq!(run_cell(&cell_dir, &1u64, "cell", || run(7)).await?, 7);
+        assert!(cell_dir.join("cell.json").is_file());
+        // The same configuration: the report is read back, nothing runs.
+        assert_eq!(run_cell(&cell_dir, &1u64, "cell", || run(8)).await?, 7);
+        assert_eq!(runs.get(), 1);
+        // Another configuration runs again, into a fresh directory.
+        assert_eq!(run_cell(&cell_dir, &2u64, "cell", || run(9)).await?, 9);
+        assert_eq!(runs.get(), 2);
+        Ok(())
+    }
+}
