@@ -55,7 +55,7 @@ pub fn attacked_accuracy(ctx: &Ctx, model: &Classifier, attack: Attack, seed: u6
 /// Accuracy of `judged` on the evaluation items attacked by `attack`
 /// crafted on `source` (the same model seen another way, or another model).
 pub fn crafted_accuracy<M: Module>(ctx: &Ctx, source: &M, judged: &Classifier, attack: Attack, seed: u64) -> anyhow::Result<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa77a_c4);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00a7_7ac4);
     let adv = perturb_all(source, &ctx.eval_x, &ctx.eval.labels, attack, 256, &mut rng)?;
     accuracy_on(judged, &adv, &ctx.eval.labels)
 }

@@ -116,7 +116,7 @@ fn display(p: &Path) -> String {
 }
 
 fn histogram(v: &[f64]) -> Vec<f64> {
-    let mut h = vec![0f64; HIST_BINS];
+    let mut h = [0f64; HIST_BINS];
     for &x in v {
         h[((x * HIST_BINS as f64) as usize).min(HIST_BINS - 1)] += 1.0;
     }

@@ -310,7 +310,7 @@ fn context(args: &RobustnessArgs, data_dir: &Path) -> anyhow::Result<Ctx> {
     let train = if args.train_size == 0 || args.train_size >= data.train.len() {
         data.train
     } else {
-        let mut idx = pate_student::pick_queries(data.train.len(), args.train_size, args.seed ^ 0x7472_6169_6e);
+        let mut idx = pate_student::pick_queries(data.train.len(), args.train_size, args.seed ^ 0x0074_7261_696e);
         idx.sort_unstable();
         data.train.select(&idx)
     };
