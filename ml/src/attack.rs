@@ -106,8 +106,18 @@ fn sign(v: f32) -> f32 {
 
 /// The gradient, with respect to the input, of the summed cross-entropy of
 /// `softmax(model(x) / temperature)` against `labels` (a `u32 [n]` tensor).
-/// A saturated softmax gives an exactly zero gradient (what defensive
-/// distillation relies on).
+///
+/// The loss is candle's `cross_entropy`, computed from the logits in `f32`
+/// as `log_softmax` with the largest logit subtracted first, not as the log
+/// of a probability. Its gradient with respect to logit j of an item is
+/// `exp(z_j - z_max) / S - [j = y]` (S the sum of the exponentials): for a
+/// correctly classified item it is `exp(-gap_j)` for every other class, tiny
+/// but with its sign intact, until the gap passes about 87 (where `f32`
+/// leaves normal numbers) or 104 (where it leaves subnormal ones) and the
+/// exponential underflows to exactly zero. So the gradient saturates as in
+/// the defensive-distillation papers only when the logit gaps pass ~100;
+/// a loss taken as `-log(clip(p))` on probabilities (Keras' clip at 1e-7)
+/// would already vanish at a gap of ~16.
 pub fn input_gradient<M: Module>(model: &M, x: &Tensor, labels: &Tensor, temperature: f64) -> Result<Tensor, AttackError> {
     let n = x.dim(0)?;
     let var = Var::from_tensor(&x.detach().copy()?)?;
@@ -121,6 +131,26 @@ pub fn input_gradient<M: Module>(model: &M, x: &Tensor, labels: &Tensor, tempera
         .get(var.as_tensor())
         .cloned()
         .ok_or_else(|| AttackError::Invalid("the model does not depend on its input".into()))
+}
+
+/// A model whose logits are divided by a temperature: attacking
+/// `AtTemperature { model, temperature: T }` follows the gradient of
+/// `softmax(logits / T)` instead of the deployed `softmax(logits)`. Against
+/// a defensively distilled model (trained at T, deployed at T = 1) this is
+/// Carlini and Wagner's answer to its vanishing gradients (arXiv
+/// 1607.04311): dividing the logits by T undoes the saturation, and the
+/// sign of the gradient is there to follow again.
+pub struct AtTemperature<'a, M> {
+    /// The attacked model.
+    pub model: &'a M,
+    /// The temperature its logits are divided by (positive).
+    pub temperature: f64,
+}
+
+impl<M: Module> Module for AtTemperature<'_, M> {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.model.forward(xs)? / self.temperature
+    }
 }
 
 /// `clip(x + step * sign(grad), [x0 - eps, x0 + eps] ∩ [0, 1])`.
@@ -282,6 +312,34 @@ mod tests {
         let edge = Tensor::new(&[[0.95f32, 0.02, 0.5, 1.0]], &Device::Cpu)?;
         let adv = perturb(&m, &edge, &[0], Attack::Fgsm { eps: 0.1 }, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))?;
         close(&adv, &[1.0, 0.0, 0.5, 1.0])?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_gradient_keeps_its_sign_until_the_logit_gap_underflows() -> Result<(), AttackError> {
+        // logit_1 - logit_0 = s * (x0 - x1 + 2 x3) = s at x = 0.5: the gap is s.
+        let scaled = |s: f32| -> candle_core::Result<Linear> {
+            Ok(Linear::new(Tensor::new(&[[0f32, 0.0, 0.0, 0.0], [s, -s, 0.0, 2.0 * s]], &Device::Cpu)?, None))
+        };
+        let x = Tensor::new(&[[0.5f32, 0.5, 0.5, 0.5]], &Device::Cpu)?;
+        let y = Tensor::new(&[1u32], &Device::Cpu)?;
+        let rng = &mut rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let fgsm = Attack::Fgsm { eps: 0.1 };
+        // A gap of 30: softmax(30) is 1.0 in f32, yet the log-softmax
+        // gradient exp(-30) survives and FGSM still finds its direction.
+        let m = scaled(30.0)?;
+        let g = input_gradient(&m, &x, &y, 1.0)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(g[0] < 0.0 && g[1] > 0.0 && g[3] < 0.0, "{g:?}");
+        close(&perturb(&m, &x, &[1], fgsm, rng)?, &[0.4, 0.6, 0.5, 0.4])?;
+        // A gap of 200: exp(-200) underflows, the gradient is exactly zero
+        // and FGSM does not move (defensive distillation's masking).
+        let m = scaled(200.0)?;
+        let g = input_gradient(&m, &x, &y, 1.0)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(g.iter().all(|&v| v == 0.0), "{g:?}");
+        close(&perturb(&m, &x, &[1], fgsm, rng)?, &[0.5, 0.5, 0.5, 0.5])?;
+        // Dividing the logits by T = 100 (gap 2) brings the direction back.
+        let hot = AtTemperature { model: &m, temperature: 100.0 };
+        close(&perturb(&hot, &x, &[1], fgsm, rng)?, &[0.4, 0.6, 0.5, 0.4])?;
         Ok(())
     }
 

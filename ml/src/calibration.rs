@@ -228,7 +228,7 @@ mod tests {
         assert!(nll(&logits, &labels, 0.0).is_err());
         assert!(nll(&logits, &labels, -1.0).is_err());
         assert!(ece(&logits, &labels[1..], 1.0, 15).is_err());
-        assert!(ece(&logits, &vec![2; 100], 1.0, 15).is_err(), "label beyond the classes");
+        assert!(ece(&logits, &[2; 100], 1.0, 15).is_err(), "label beyond the classes");
         let nll1 = nll(&[vec![0.0, 0.0]], &[1], 1.0).expect("nll");
         assert!((nll1 - 2f64.ln()).abs() < 1e-12);
     }

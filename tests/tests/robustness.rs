@@ -14,7 +14,7 @@ fn digits() -> PathBuf {
 
 /// Small sizes for the 1,397 training and 400 test items of digits.
 const SMALL: &[&str] = &[
-    "--train-size", "0", "--epochs", "15", "--eval-size", "200", "--calibration-size", "80", "--public-size", "120",
+    "--train-size", "0", "--epochs", "15", "--distill-epochs", "15", "--eval-size", "200", "--calibration-size", "80", "--public-size", "120",
     "--substitute-items", "60", "--jacobian-rounds", "2", "--substitute-epochs", "15", "--teachers", "3",
     "--student-epochs", "30", "--k", "10", "--dknn-train", "1000", "--dknn-eval", "100", "--trigger-size", "3",
     "--backdoor-seeds", "2", "--finetune-epochs", "5",
@@ -56,7 +56,17 @@ fn robustness_experiment_measures_every_section() {
         for t in ["20", "100"] {
             assert!((0.0..=1.0).contains(&f(&["distilled_fgsm_accuracy", t, eps])));
             assert!((0.0..=1.0).contains(&f(&["distilled_transfer_accuracy", t, eps])));
+            assert!((0.0..=1.0).contains(&f(&["distilled_fgsm_at_t_accuracy", t, eps])));
         }
+    }
+    for t in ["20", "100"] {
+        let gap = f(&["distilled_saturation", t, "median_logit_gap"]);
+        let dead = f(&["distilled_saturation", t, "zero_gradient_items"]);
+        assert!(gap.is_finite() && gap >= 0.0 && (0.0..=1.0).contains(&dead), "T = {t}: gap {gap}, dead {dead}");
+        // Through the logits divided by T the gradient is back: FGSM at 0.3
+        // takes most of the distilled model's accuracy, whatever the masking.
+        let clean_t = f(&["distilled_clean_accuracy", t]);
+        assert!(f(&["distilled_fgsm_at_t_accuracy", t, "0.3"]) < clean_t - 0.3, "T = {t}: {r}");
     }
     let clean = f(&["clean_accuracy"]);
     assert!(clean > 0.7, "the standard model learned digits: {clean}");
@@ -114,7 +124,7 @@ fn a_robustness_grid_averages_its_seeds() {
         &file,
         "experiment = \"robustness\"\n[defaults]\ntrain_size = 600\nepochs = 5\neval_size = 200\ncalibration_size = 50\npublic_size = 100\n\
          substitute_items = 30\njacobian_rounds = 1\nsubstitute_epochs = 3\nteachers = 2\nstudent_epochs = 5\nk = 5\ndknn_train = 300\n\
-         dknn_eval = 50\ntrigger_size = 3\nbackdoor_seeds = 1\nfinetune_epochs = 2\nepsilons = [0.1, 0.3]\ntemperatures = [20.0]\n[[grid]]\nseeds = [0, 1]\n",
+         dknn_eval = 50\ntrigger_size = 3\nbackdoor_seeds = 1\nfinetune_epochs = 2\nepsilons = [0.1, 0.3]\ntemperatures = [20.0]\ndistill_epochs = 5\n[[grid]]\nseeds = [0, 1]\n",
     )
     .expect("grid file");
     let out = dir.path().join("grid");

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use pate_ml::model::ModelKind;
 use pate_ml::trigger::{Corner, Pattern};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
@@ -169,15 +170,15 @@ impl Cell {
     }
 }
 
-/// A parsed grid file.
+/// A parsed grid file (cells of a backdoor grid unless said otherwise).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Grid {
+pub struct Grid<C = Cell> {
     /// Output directory named in the file.
     pub out: Option<PathBuf>,
     /// Data directory named in the file.
     pub data: Option<PathBuf>,
     /// Every cell, in file order then product order.
-    pub cells: Vec<Cell>,
+    pub cells: Vec<C>,
 }
 
 /// Reads and parses a grid file.
@@ -188,15 +189,24 @@ pub fn load(path: &Path) -> anyhow::Result<Grid> {
 
 /// Parses grid TOML.
 pub fn parse(text: &str) -> anyhow::Result<Grid> {
+    // `experiment = "backdoor"` may name the kind (robustness grids must).
+    parse_cells(text, "backdoor", false, &["poisoned_ids"])
+}
+
+/// Parses grid TOML whose cells are `C`s, for every kind of experiment:
+/// `experiment` must be `kind` (or may be absent, unless `required`);
+/// a key in `list_keys` takes a list as one value, so a flat list (or an
+/// empty one) is one value and a list of lists an axis; `out` is the
+/// runner's, per cell, never a grid key.
+pub(crate) fn parse_cells<C: DeserializeOwned>(text: &str, kind: &str, required: bool, list_keys: &[&str]) -> anyhow::Result<Grid<C>> {
     let mut top: Table = text.parse().context("not valid TOML")?;
     let string = |v: Value, key: &str| -> anyhow::Result<PathBuf> {
         v.as_str().map(PathBuf::from).with_context(|| format!("`{key}` must be a string"))
     };
-    // `experiment = "backdoor"` may name the kind (robustness grids must).
     match top.remove("experiment") {
-        None => {}
-        Some(Value::String(s)) if s == "backdoor" => {}
-        Some(other) => bail!("`experiment` must be \"backdoor\" here (robustness grids are read elsewhere), got {other}"),
+        None if !required => {}
+        Some(Value::String(s)) if s == kind => {}
+        other => bail!("`experiment` must be \"{kind}\" here (each kind of grid is read by its own experiment), got {other:?}"),
     }
     let out = top.remove("out").map(|v| string(v, "out")).transpose()?;
     let data = top.remove("data").map(|v| string(v, "data")).transpose()?;
@@ -218,18 +228,20 @@ pub fn parse(text: &str) -> anyhow::Result<Grid> {
         let Value::Table(grid) = grid else { bail!("grid {g} is not a table") };
         let mut merged = normalise(defaults.clone());
         merged.extend(normalise(grid));
+        if merged.contains_key("out") {
+            bail!("grid {g}: `out` is set by the runner, per cell");
+        }
         let axes: Vec<(String, Vec<Value>)> = merged
             .into_iter()
             .map(|(k, v)| match v {
-                // A flat list of indices is one value of `poisoned_ids`.
-                Value::Array(a) if k == "poisoned_ids" && (a.is_empty() || !a.iter().all(Value::is_array)) => Ok((k, vec![Value::Array(a)])),
+                Value::Array(a) if list_keys.contains(&k.as_str()) && (a.is_empty() || !a.iter().all(Value::is_array)) => Ok((k, vec![Value::Array(a)])),
                 Value::Array(a) if a.is_empty() => bail!("grid {g}: `{k}` is an empty list"),
                 Value::Array(a) => Ok((k, a)),
                 v => Ok((k, vec![v])),
             })
             .collect::<anyhow::Result<_>>()?;
         for combo in product(&axes) {
-            let cell: Cell = Value::Table(combo).try_into().with_context(|| format!("grid {g}"))?;
+            let cell: C = Value::Table(combo).try_into().with_context(|| format!("grid {g}"))?;
             cells.push(cell);
         }
     }

@@ -35,6 +35,37 @@ pub struct Chart {
     pub legend: SeriesLabelPosition,
 }
 
+impl Chart {
+    /// A chart of `series` with a linear x axis, a y range fitted to the
+    /// points and the legend in the upper right corner.
+    pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>, series: Vec<(String, Vec<(f64, f64)>)>) -> Self {
+        Chart {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            series,
+            log_x: false,
+            y_range: None,
+            legend: SeriesLabelPosition::UpperRight,
+        }
+    }
+
+    /// The same with a fixed y range.
+    pub fn y_range(self, lo: f64, hi: f64) -> Self {
+        Chart { y_range: Some((lo, hi)), ..self }
+    }
+
+    /// The same with the legend at `at`.
+    pub fn legend(self, at: SeriesLabelPosition) -> Self {
+        Chart { legend: at, ..self }
+    }
+
+    /// The same with x read as log10 values.
+    pub fn log_x(self) -> Self {
+        Chart { log_x: true, ..self }
+    }
+}
+
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -135,15 +166,8 @@ fn certified_chart(rows: &[&Row]) -> Option<Chart> {
         series.push((format!("clean items, {m} poisoned"), curve(&c.certified_accuracy)));
         series.push((format!("triggered items, {m} poisoned"), curve(&t.certified_accuracy)));
     }
-    (!series.is_empty()).then(|| Chart {
-        title: "Certified accuracy (DPA) vs radius".into(),
-        x_label: "radius: teachers an attacker may control".into(),
-        y_label: "share correct and certified".into(),
-        series,
-        log_x: false,
-        y_range: Some((0.0, 1.0)),
-        legend: SeriesLabelPosition::UpperRight,
-    })
+    let (x, y) = ("radius: teachers an attacker may control", "share correct and certified");
+    (!series.is_empty()).then(|| Chart::new("Certified accuracy (DPA) vs radius", x, y, series).y_range(0.0, 1.0))
 }
 
 /// Draws every plot the rows support into `out`; returns the files written.
@@ -154,39 +178,25 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let m = |r: &Row| r.report.poisoned_teachers as f64;
     if distinct(&base, m) >= 2 {
         let n = base.first().map_or(0, |r| r.report.num_teachers);
-        let asr = Chart {
-            title: format!("Attack success rate vs poisoned teachers (of {n})"),
-            x_label: "poisoned teachers".into(),
-            y_label: "attack success rate".into(),
-            series: vec![
-                ("poisoned teachers (mean)".into(), grouped(&base, m, |r| r.report.teacher_asr_poisoned)),
-                ("clean teachers (mean)".into(), grouped(&base, m, |r| r.report.teacher_asr_clean)),
-                ("ensemble (noise-free)".into(), grouped(&base, m, |r| Some(r.report.ensemble_asr))),
-                ("noisy aggregate (LNMax)".into(), grouped(&base, m, |r| r.report.noisy_aggregate_asr)),
-                ("student".into(), grouped(&base, m, |r| Some(r.report.student_asr))),
-                ("reference student (no poison)".into(), grouped(&base, m, |r| Some(r.report.reference_student_asr))),
-            ],
-            log_x: false,
-            y_range: Some((0.0, 1.05)),
-            legend: SeriesLabelPosition::MiddleLeft,
-        };
-        written.extend(save(&asr, &out.join("backdoor_asr"))?);
-        let acc = Chart {
-            title: format!("Clean accuracy vs poisoned teachers (of {n})"),
-            x_label: "poisoned teachers".into(),
-            y_label: "clean accuracy (evaluation set)".into(),
-            series: vec![
-                ("teachers (mean)".into(), grouped(&base, m, |r| Some(r.teacher_accuracy()))),
-                ("ensemble (noise-free)".into(), grouped(&base, m, |r| Some(r.report.ensemble_accuracy))),
-                ("noisy aggregate (LNMax)".into(), grouped(&base, m, |r| r.report.noisy_aggregate_accuracy)),
-                ("student".into(), grouped(&base, m, |r| Some(r.report.student_accuracy))),
-                ("reference student (no poison)".into(), grouped(&base, m, |r| Some(r.report.reference_student_accuracy))),
-            ],
-            log_x: false,
-            y_range: None,
-            legend: SeriesLabelPosition::LowerRight,
-        };
-        written.extend(save(&acc, &out.join("backdoor_accuracy"))?);
+        let series = vec![
+            ("poisoned teachers (mean)".into(), grouped(&base, m, |r| r.report.teacher_asr_poisoned)),
+            ("clean teachers (mean)".into(), grouped(&base, m, |r| r.report.teacher_asr_clean)),
+            ("ensemble (noise-free)".into(), grouped(&base, m, |r| Some(r.report.ensemble_asr))),
+            ("noisy aggregate (LNMax)".into(), grouped(&base, m, |r| r.report.noisy_aggregate_asr)),
+            ("student".into(), grouped(&base, m, |r| Some(r.report.student_asr))),
+            ("reference student (no poison)".into(), grouped(&base, m, |r| Some(r.report.reference_student_asr))),
+        ];
+        let asr = Chart::new(format!("Attack success rate vs poisoned teachers (of {n})"), "poisoned teachers", "attack success rate", series);
+        written.extend(save(&asr.y_range(0.0, 1.05).legend(SeriesLabelPosition::MiddleLeft), &out.join("backdoor_asr"))?);
+        let series = vec![
+            ("teachers (mean)".into(), grouped(&base, m, |r| Some(r.teacher_accuracy()))),
+            ("ensemble (noise-free)".into(), grouped(&base, m, |r| Some(r.report.ensemble_accuracy))),
+            ("noisy aggregate (LNMax)".into(), grouped(&base, m, |r| r.report.noisy_aggregate_accuracy)),
+            ("student".into(), grouped(&base, m, |r| Some(r.report.student_accuracy))),
+            ("reference student (no poison)".into(), grouped(&base, m, |r| Some(r.report.reference_student_accuracy))),
+        ];
+        let acc = Chart::new(format!("Clean accuracy vs poisoned teachers (of {n})"), "poisoned teachers", "clean accuracy (evaluation set)", series);
+        written.extend(save(&acc.legend(SeriesLabelPosition::LowerRight), &out.join("backdoor_accuracy"))?);
     }
     if let Some(chart) = certified_chart(&base) {
         written.extend(save(&chart, &out.join("certified_accuracy"))?);
@@ -200,16 +210,9 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .map(|(k, rs)| (format!("student, {k} poisoned teachers"), grouped(&rs, pt, |r| Some(r.report.student_asr))))
             .filter(|(_, points)| points.len() >= 2)
             .collect();
-        let chart = Chart {
-            title: "Control: student ASR vs share of triggered public items".into(),
-            x_label: "share of the student's public items carrying the trigger".into(),
-            y_label: "student attack success rate".into(),
-            series,
-            log_x: false,
-            y_range: Some((0.0, 1.05)),
-            legend: SeriesLabelPosition::UpperLeft,
-        };
-        written.extend(save(&chart, &out.join("control_asr"))?);
+        let title = "Control: student ASR vs share of triggered public items";
+        let chart = Chart::new(title, "share of the student's public items carrying the trigger", "student attack success rate", series);
+        written.extend(save(&chart.y_range(0.0, 1.05).legend(SeriesLabelPosition::UpperLeft), &out.join("control_asr"))?);
     }
     let eps = |r: &Row| r.report.epsilon.filter(|e| *e > 0.0).map_or(0.0, f64::log10);
     if distinct(&pate, eps) >= 2 {
@@ -219,16 +222,9 @@ pub fn draw_all(rows: &[Row], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .into_iter()
             .map(|((n, m, q), rs)| (format!("{n} teachers, {m} poisoned, {q} queries"), grouped(&rs, eps, |r| Some(r.report.student_accuracy))))
             .collect();
-        let chart = Chart {
-            title: "Privacy / utility: student accuracy vs epsilon".into(),
-            x_label: "epsilon (data-independent, log scale)".into(),
-            y_label: "student accuracy (evaluation set)".into(),
-            series,
-            log_x: true,
-            y_range: None,
-            legend: SeriesLabelPosition::LowerRight,
-        };
-        written.extend(save(&chart, &out.join("privacy_utility"))?);
+        let title = "Privacy / utility: student accuracy vs epsilon";
+        let chart = Chart::new(title, "epsilon (data-independent, log scale)", "student accuracy (evaluation set)", series).log_x();
+        written.extend(save(&chart.legend(SeriesLabelPosition::LowerRight), &out.join("privacy_utility"))?);
     }
     if let Some(chart) = temperature_chart(rows) {
         written.extend(save(&chart, &out.join("single_temperature"))?);
@@ -256,13 +252,6 @@ fn temperature_chart(rows: &[Row]) -> Option<Chart> {
         series.push((format!("student of the poisoned teacher{aug}"), grouped(&rs, t, |r| Some(r.report.student_asr))));
         series.push((format!("reference student (clean teacher){aug}"), grouped(&rs, t, |r| Some(r.report.reference_student_asr))));
     }
-    Some(Chart {
-        title: "Single mode: student ASR vs distillation temperature".into(),
-        x_label: "temperature T".into(),
-        y_label: "attack success rate (mean over seeds)".into(),
-        series,
-        log_x: false,
-        y_range: None,
-        legend: SeriesLabelPosition::UpperLeft,
-    })
+    let title = "Single mode: student ASR vs distillation temperature";
+    Some(Chart::new(title, "temperature T", "attack success rate (mean over seeds)", series).legend(SeriesLabelPosition::UpperLeft))
 }

@@ -5,10 +5,13 @@
 //! configuration is not run again, so an interrupted grid resumes.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::backdoor::{self, BackdoorReport, Mode};
 use super::grid::{self, Cell};
@@ -69,28 +72,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut rows = Vec::with_capacity(total);
     for (i, cell) in grid.cells.iter().enumerate() {
         let dir = out.join("cells").join(format!("{i:03}-{}", cell.slug()));
-        let cell_json = serde_json::to_string_pretty(cell)?;
-        // Compared as values, so a cell written before a new option existed
-        // (absent = its default) still counts as the same configuration.
-        let previous: Option<Cell> = std::fs::read(dir.join("cell.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let cached: Option<BackdoorReport> = (previous.as_ref() == Some(cell))
-            .then(|| std::fs::read(dir.join("report.json")).ok())
-            .flatten()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        println!("\n[{:>3}/{total}] {} ({:.0}s elapsed)", i + 1, cell.slug(), started.elapsed().as_secs_f64());
-        let report = match cached {
-            Some(r) => {
-                println!("  done before; reusing {}", dir.join("report.json").display());
-                r
-            }
-            None => {
-                let _ = std::fs::remove_dir_all(&dir);
-                std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("cell.json"), &cell_json)?;
-                let a = cell.to_args(data.clone(), args.bin_dir.clone(), args.jobs, &cache, dir.clone());
-                backdoor::run(a).await.with_context(|| format!("cell {} ({})", i + 1, cell.slug()))?
-            }
-        };
+        let heading = format!("[{:>3}/{total}] {} ({:.0}s elapsed)", i + 1, cell.slug(), started.elapsed().as_secs_f64());
+        let report: BackdoorReport = run_cell(&dir, cell, &heading, || {
+            let a = cell.to_args(data.clone(), args.bin_dir.clone(), args.jobs, &cache, dir.clone());
+            async move { backdoor::run(a).await.with_context(|| format!("cell {} ({})", i + 1, cell.slug())) }
+        })
+        .await?;
         rows.push(Row { cell: cell.clone(), report });
         std::fs::write(out.join("results.csv"), csv(&rows))?;
         std::fs::write(out.join("report.md"), markdown(&rows, &args.file))?;
@@ -102,6 +89,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("  {}", p.display());
     }
     Ok(())
+}
+
+/// Runs one grid cell into `dir` (its configuration written to
+/// `cell.json` first), or reuses the `report.json` an earlier run left
+/// there for the same configuration. Configurations are compared as
+/// values, so a cell written before a new option existed (absent = its
+/// default) still counts as the same.
+pub(crate) async fn run_cell<C, R, F, Fut>(dir: &Path, cell: &C, heading: &str, run: F) -> anyhow::Result<R>
+where
+    C: Serialize + DeserializeOwned + PartialEq,
+    R: DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<R>>,
+{
+    let previous: Option<C> = std::fs::read(dir.join("cell.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let cached: Option<R> = (previous.as_ref() == Some(cell))
+        .then(|| std::fs::read(dir.join("report.json")).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    println!("\n{heading}");
+    if let Some(r) = cached {
+        println!("  done before; reusing {}", dir.join("report.json").display());
+        return Ok(r);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("cell.json"), serde_json::to_vec_pretty(cell)?)?;
+    run().await
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -170,4 +185,34 @@ pub fn markdown(rows: &[Row], file: &std::path::Path) -> String {
         s.push_str(&table);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cell_runs_once_per_configuration() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cell_dir = dir.path().join("cells").join("000-x");
+        let runs = std::cell::Cell::new(0);
+        let run = |value: u32| {
+            runs.set(runs.get() + 1);
+            let d = cell_dir.clone();
+            async move {
+                // What an experiment leaves: its report in the cell's directory.
+                std::fs::write(d.join("report.json"), serde_json::to_vec(&value)?)?;
+                Ok(value)
+            }
+        };
+        assert_eq!(run_cell(&cell_dir, &1u64, "cell", || run(7)).await?, 7);
+        assert!(cell_dir.join("cell.json").is_file());
+        // The same configuration: the report is read back, nothing runs.
+        assert_eq!(run_cell(&cell_dir, &1u64, "cell", || run(8)).await?, 7);
+        assert_eq!(runs.get(), 1);
+        // Another configuration runs again, into a fresh directory.
+        assert_eq!(run_cell(&cell_dir, &2u64, "cell", || run(9)).await?, 9);
+        assert_eq!(runs.get(), 2);
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 //! 1705.07204), each model evaluated under FGSM, R+FGSM and a two-step
 //! iterative FGSM at every radius.
 
+use candle_core::Module;
 use pate_ml::advtrain::train_adversarial;
 use pate_ml::attack::{perturb_all, Attack};
 use pate_ml::train::{train, Trained};
@@ -48,9 +49,15 @@ pub struct AdvOutcome {
 
 /// Accuracy of `model` on the evaluation items attacked by `attack`.
 pub fn attacked_accuracy(ctx: &Ctx, model: &Classifier, attack: Attack, seed: u64) -> anyhow::Result<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa77a_c4);
-    let adv = perturb_all(model, &ctx.eval_x, &ctx.eval.labels, attack, 256, &mut rng)?;
-    accuracy_on(model, &adv, &ctx.eval.labels)
+    crafted_accuracy(ctx, model, model, attack, seed)
+}
+
+/// Accuracy of `judged` on the evaluation items attacked by `attack`
+/// crafted on `source` (the same model seen another way, or another model).
+pub fn crafted_accuracy<M: Module>(ctx: &Ctx, source: &M, judged: &Classifier, attack: Attack, seed: u64) -> anyhow::Result<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x00a7_7ac4);
+    let adv = perturb_all(source, &ctx.eval_x, &ctx.eval.labels, attack, 256, &mut rng)?;
+    accuracy_on(judged, &adv, &ctx.eval.labels)
 }
 
 /// Evaluates one model under the three attacks at every radius.

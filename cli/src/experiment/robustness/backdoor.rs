@@ -54,7 +54,8 @@ pub fn run(ctx: &Ctx, standard: &Trained) -> anyhow::Result<BdOutcome> {
     let clean_asr = score_model(&standard.model, &ctx.eval, &eval_trig, a.target)?.asr;
     let mut seeds = Vec::new();
     let mut first = None;
-    for s in a.seed..a.seed + a.backdoor_seeds as u64 {
+    let n = a.backdoor_seeds as u64;
+    for s in a.seed * n..a.seed * n + n {
         let spec = PoisonSpec { trigger: trig.clone(), rate: a.poison_rate, target_class: a.target, seed: s ^ 0x51_4e_47 };
         let data = poison(&ctx.train, &spec);
         let poisoned = train(a.model, &data, ctx.classes, &a.cfg(a.epochs, s), &mut |_| {})?;

@@ -81,13 +81,26 @@ fn ood_images(ctx: &Ctx, n: usize) -> anyhow::Result<(Images, String)> {
     let (rows, cols) = (ctx.eval.images.rows, ctx.eval.images.cols);
     match &ctx.args.ood {
         Some(dir) => {
-            let other = load_idx_dir(dir)?.test.images;
-            anyhow::ensure!(other.len() >= n, "{}: {} test images, {n} needed", dir.display(), other.len());
+            let set = load_idx_dir(dir)?;
+            let (test, train) = (&set.test.images, &set.train.images);
+            anyhow::ensure!(
+                test.len() + train.len() >= n,
+                "{}: {} test and {} training images, {n} out-of-distribution items needed (lower --dknn-eval)",
+                dir.display(),
+                test.len(),
+                train.len()
+            );
             let mut data = Vec::with_capacity(n * rows * cols);
             for i in 0..n {
-                data.extend(resize(other.item(i), (other.rows, other.cols), (rows, cols)));
+                let img = if i < test.len() { test.item(i) } else { train.item(i - test.len()) };
+                data.extend(resize(img, (test.rows, test.cols), (rows, cols)));
             }
-            let src = format!("{} test images ({}x{}) resized bilinearly to {rows}x{cols}", display(dir), other.rows, other.cols);
+            let src = format!(
+                "{} images ({}x{}; test items first, then training items) resized bilinearly to {rows}x{cols}",
+                display(dir),
+                test.rows,
+                test.cols
+            );
             Ok((Images { data, rows, cols }, src))
         }
         None => {
@@ -103,7 +116,7 @@ fn display(p: &Path) -> String {
 }
 
 fn histogram(v: &[f64]) -> Vec<f64> {
-    let mut h = vec![0f64; HIST_BINS];
+    let mut h = [0f64; HIST_BINS];
     for &x in v {
         h[((x * HIST_BINS as f64) as usize).min(HIST_BINS - 1)] += 1.0;
     }

@@ -11,13 +11,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::Value;
 use toml::Table;
 
 use super::{RobustnessArgs, RobustnessReport};
-use crate::experiment::grid::{normalise, product};
-use crate::experiment::runner::RunArgs;
+use crate::experiment::grid::parse_cells;
+use crate::experiment::runner::{run_cell, RunArgs};
 
 /// Whether the grid file says `experiment = "robustness"`.
 pub fn is_robustness(path: &Path) -> anyhow::Result<bool> {
@@ -27,64 +27,17 @@ pub fn is_robustness(path: &Path) -> anyhow::Result<bool> {
 }
 
 /// A parsed robustness grid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Grid {
-    /// Output directory named in the file.
-    pub out: Option<PathBuf>,
-    /// Data directory named in the file.
-    pub data: Option<PathBuf>,
-    /// The cells.
-    pub cells: Vec<RobustnessArgs>,
-}
+pub type Grid = crate::experiment::grid::Grid<RobustnessArgs>;
 
-/// Parses robustness grid TOML.
+/// Parses robustness grid TOML (`experiment = "robustness"` required; a
+/// flat list of `epsilons` or `temperatures` is one value) and validates
+/// every cell.
 pub fn parse(text: &str) -> anyhow::Result<Grid> {
-    let mut top: Table = text.parse().context("not valid TOML")?;
-    match top.remove("experiment") {
-        Some(toml::Value::String(s)) if s == "robustness" => {}
-        other => bail!("`experiment` must be \"robustness\" in a robustness grid, got {other:?}"),
+    let grid: Grid = parse_cells(text, "robustness", true, &["epsilons", "temperatures"])?;
+    for (i, cell) in grid.cells.iter().enumerate() {
+        cell.validate().with_context(|| format!("cell {}", i + 1))?;
     }
-    let path = |v: toml::Value, k: &str| v.as_str().map(PathBuf::from).with_context(|| format!("`{k}` must be a string"));
-    let out = top.remove("out").map(|v| path(v, "out")).transpose()?;
-    let data = top.remove("data").map(|v| path(v, "data")).transpose()?;
-    let defaults = match top.remove("defaults") {
-        Some(toml::Value::Table(t)) => t,
-        Some(_) => bail!("`defaults` must be a table"),
-        None => Table::new(),
-    };
-    let grids = match top.remove("grid") {
-        Some(toml::Value::Array(a)) => a,
-        Some(_) => bail!("`grid` must be an array of tables ([[grid]])"),
-        None => vec![toml::Value::Table(Table::new())],
-    };
-    if let Some(k) = top.keys().next() {
-        bail!("unknown top-level key `{k}` (expected experiment, out, data, defaults, grid)");
-    }
-    let mut cells = Vec::new();
-    for (g, grid) in grids.into_iter().enumerate() {
-        let toml::Value::Table(grid) = grid else { bail!("grid {g} is not a table") };
-        let mut merged = normalise(defaults.clone());
-        merged.extend(normalise(grid));
-        if merged.contains_key("out") {
-            bail!("grid {g}: `out` is set by the runner, per cell");
-        }
-        let axes: Vec<(String, Vec<toml::Value>)> = merged
-            .into_iter()
-            .map(|(k, v)| match v {
-                // List-valued options: a flat list is one value, a list of lists an axis.
-                toml::Value::Array(a) if (k == "epsilons" || k == "temperatures") && !a.iter().all(toml::Value::is_array) => Ok((k, vec![toml::Value::Array(a)])),
-                toml::Value::Array(a) if a.is_empty() => bail!("grid {g}: `{k}` is an empty list"),
-                toml::Value::Array(a) => Ok((k, a)),
-                v => Ok((k, vec![v])),
-            })
-            .collect::<anyhow::Result<_>>()?;
-        for combo in product(&axes) {
-            let cell: RobustnessArgs = toml::Value::Table(combo).try_into().with_context(|| format!("grid {g}"))?;
-            cell.validate().with_context(|| format!("grid {g}"))?;
-            cells.push(cell);
-        }
-    }
-    Ok(Grid { out, data, cells })
+    Ok(grid)
 }
 
 /// The cell's configuration without its seed and output (its group).
@@ -142,8 +95,11 @@ fn group_table(mean: &Value, sd: &Value, seeds: &[u64]) -> String {
     }
     for (t, m) in mean["distilled_fgsm_accuracy"].as_object().cloned().unwrap_or_default() {
         line(&format!("distilled T={t}: clean"), &["distilled_clean_accuracy", &t]);
+        line(&format!("distilled T={t}: median logit gap at T = 1"), &["distilled_saturation", &t, "median_logit_gap"]);
+        line(&format!("distilled T={t}: items with all-zero input gradient"), &["distilled_saturation", &t, "zero_gradient_items"]);
         for k in m.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
             line(&format!("distilled T={t}: white-box FGSM eps {k}"), &["distilled_fgsm_accuracy", &t, &k]);
+            line(&format!("distilled T={t}: FGSM through logits / T eps {k}"), &["distilled_fgsm_at_t_accuracy", &t, &k]);
             line(&format!("distilled T={t}: substitute transfer eps {k}"), &["distilled_transfer_accuracy", &t, &k]);
         }
     }
@@ -170,24 +126,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         if cell.data.is_none() {
             cell.data = data.clone();
         }
-        let previous: Option<RobustnessArgs> = std::fs::read(dir.join("cell.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let cached: Option<RobustnessReport> = (previous.as_ref() == Some(&cell))
-            .then(|| std::fs::read(dir.join("report.json")).ok())
-            .flatten()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        println!("\n[{:>3}/{total}] {}", i + 1, dir.display());
-        let report = match cached {
-            Some(r) => {
-                println!("  done before; reusing {}", dir.join("report.json").display());
-                r
-            }
-            None => {
-                let _ = std::fs::remove_dir_all(&dir);
-                std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("cell.json"), serde_json::to_vec_pretty(&cell)?)?;
-                super::run(cell.clone()).await.with_context(|| format!("cell {}", i + 1))?
-            }
-        };
+        let heading = format!("[{:>3}/{total}] {}", i + 1, dir.display());
+        let report: RobustnessReport = run_cell(&dir, &cell, &heading, || super::run(cell.clone())).await.with_context(|| format!("cell {}", i + 1))?;
         done.push((cell, report));
     }
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();

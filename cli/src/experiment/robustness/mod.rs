@@ -61,6 +61,11 @@ pub struct RobustnessArgs {
     /// Defensive distillation temperatures.
     #[arg(long, value_delimiter = ',', default_value = "20,100")]
     pub temperatures: Vec<f64>,
+    /// Epochs of defensive distillation's teacher and of its distilled
+    /// model, each (Papernot et al. train 50; the logits, and so the
+    /// saturation at T = 1, grow with training).
+    #[arg(long, default_value_t = 30)]
+    pub distill_epochs: usize,
     /// Public items the substitute starts from (labelled by the oracle).
     #[arg(long, default_value_t = 150)]
     pub substitute_items: usize,
@@ -102,9 +107,9 @@ pub struct RobustnessArgs {
     /// Radius of the FGSM items Deep k-NN must tell apart.
     #[arg(long, default_value_t = 0.1)]
     pub dknn_eps: f64,
-    /// Out-of-distribution data: the test images of this IDX directory,
-    /// resized (bilinear) to the data's shape [default: the evaluation
-    /// images with their pixels inverted].
+    /// Out-of-distribution data: the test images, then the training images,
+    /// of this IDX directory, resized (bilinear) to the data's shape
+    /// [default: the evaluation images with their pixels inverted].
     #[arg(long)]
     pub ood: Option<PathBuf>,
     /// Share of the training items poisoned with the trigger.
@@ -116,7 +121,8 @@ pub struct RobustnessArgs {
     /// Side of the checkerboard trigger (bottom-right corner).
     #[arg(long, default_value_t = 4)]
     pub trigger_size: usize,
-    /// Seeds of the backdoor comparison (seed, seed + 1, ...).
+    /// Seeds of the backdoor comparison: seed * N + i for i < N, so that
+    /// runs of consecutive seeds never share a backdoor seed.
     #[arg(long, default_value_t = 3)]
     pub backdoor_seeds: usize,
     /// Epochs of fine-tuning the backdoored model on the public items.
@@ -164,7 +170,7 @@ impl RobustnessArgs {
         ensure!(self.k <= self.dknn_train, "--k {} is larger than the Deep k-NN training set (--dknn-train {})", self.k, self.dknn_train);
         ensure!((0.0..=1.0).contains(&self.poison_rate), "--poison-rate must be in [0, 1]");
         ensure!(self.teachers >= 1 && self.backdoor_seeds >= 1, "--teachers and --backdoor-seeds must be at least 1");
-        ensure!(self.epochs >= 1 && self.student_epochs >= 1 && self.substitute_epochs >= 1 && self.finetune_epochs >= 1, "epochs must be at least 1");
+        ensure!(self.epochs >= 1 && self.distill_epochs >= 1 && self.student_epochs >= 1 && self.substitute_epochs >= 1 && self.finetune_epochs >= 1, "epochs must be at least 1");
         ensure!(self.substitute_items >= 1 && self.dknn_eval >= 1 && self.public_size >= 1, "sizes must be at least 1");
         Ok(())
     }
@@ -231,6 +237,11 @@ pub struct RobustnessReport {
     pub distilled_fgsm_accuracy: BTreeMap<String, PerEps>,
     /// Share of the distilled models' input gradients (evaluation items) that are exactly zero.
     pub distilled_zero_gradient_share: BTreeMap<String, f64>,
+    /// How saturated the distilled models' softmax is at T = 1, per temperature.
+    pub distilled_saturation: BTreeMap<String, distillation::Saturation>,
+    /// Distilled models' accuracy under white-box FGSM through their logits
+    /// divided by T (Carlini and Wagner's fix), per temperature, per epsilon.
+    pub distilled_fgsm_at_t_accuracy: BTreeMap<String, PerEps>,
     /// Distilled models' accuracy under FGSM crafted on a substitute and transferred, per temperature, per epsilon.
     pub distilled_transfer_accuracy: BTreeMap<String, PerEps>,
     /// Every substitute attack (the standard model as oracle too).
@@ -299,7 +310,7 @@ fn context(args: &RobustnessArgs, data_dir: &Path) -> anyhow::Result<Ctx> {
     let train = if args.train_size == 0 || args.train_size >= data.train.len() {
         data.train
     } else {
-        let mut idx = pate_student::pick_queries(data.train.len(), args.train_size, args.seed ^ 0x7472_6169_6e);
+        let mut idx = pate_student::pick_queries(data.train.len(), args.train_size, args.seed ^ 0x0074_7261_696e);
         idx.sort_unstable();
         data.train.select(&idx)
     };
@@ -360,6 +371,8 @@ pub fn run_blocking(mut args: RobustnessArgs, data_dir: &Path) -> anyhow::Result
         distilled_clean_accuracy: dist.clean,
         distilled_fgsm_accuracy: dist.fgsm,
         distilled_zero_gradient_share: dist.zero_gradient_share,
+        distilled_saturation: dist.saturation,
+        distilled_fgsm_at_t_accuracy: dist.fgsm_at_t,
         distilled_transfer_accuracy: dist.transfer,
         substitutes: dist.substitutes,
         ece_before: cal.single.ece_before,

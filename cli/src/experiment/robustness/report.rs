@@ -30,16 +30,9 @@ pub fn draw(r: &RobustnessReport, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             series.push((format!("{} model, two-step", row.training), curve(c, &row.two_step)));
         }
     }
-    let chart = Chart {
-        title: "Accuracy under white-box attacks vs epsilon".into(),
-        x_label: "epsilon (L-infinity, inputs in [0, 1])".into(),
-        y_label: "accuracy (evaluation items)".into(),
-        series,
-        log_x: false,
-        y_range: Some((0.0, 1.0)),
-        legend: SeriesLabelPosition::UpperRight,
-    };
-    written.extend(save(&chart, &out.join("accuracy_vs_epsilon"))?);
+    let x_label = "epsilon (L-infinity, inputs in [0, 1])";
+    let chart = Chart::new("Accuracy under white-box attacks vs epsilon", x_label, "accuracy (evaluation items)", series);
+    written.extend(save(&chart.y_range(0.0, 1.0), &out.join("accuracy_vs_epsilon"))?);
     let mut series = vec![("standard, white-box FGSM".to_string(), curve(Some(r.clean_accuracy), &r.fgsm_accuracy))];
     if let Some(s) = r.substitutes.iter().find(|s| s.oracle == "standard") {
         series.push(("standard, substitute (transfer)".into(), curve(Some(r.clean_accuracy), &s.transfer)));
@@ -47,53 +40,31 @@ pub fn draw(r: &RobustnessReport, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     for (t, m) in &r.distilled_fgsm_accuracy {
         let c = r.distilled_clean_accuracy.get(t).copied();
         series.push((format!("distilled T={t}, white-box FGSM"), curve(c, m)));
+        if let Some(h) = r.distilled_fgsm_at_t_accuracy.get(t) {
+            series.push((format!("distilled T={t}, FGSM through logits / T"), curve(c, h)));
+        }
         if let Some(tr) = r.distilled_transfer_accuracy.get(t) {
             series.push((format!("distilled T={t}, substitute (transfer)"), curve(c, tr)));
         }
     }
-    let chart = Chart {
-        title: "Defensive distillation: white-box FGSM vs the substitute attack".into(),
-        x_label: "epsilon".into(),
-        y_label: "accuracy (evaluation items)".into(),
-        series,
-        log_x: false,
-        y_range: Some((0.0, 1.0)),
-        legend: SeriesLabelPosition::LowerLeft,
-    };
-    written.extend(save(&chart, &out.join("distillation_vs_epsilon"))?);
+    let title = "Defensive distillation: white-box FGSM vs the substitute attack";
+    let chart = Chart::new(title, x_label, "accuracy (evaluation items)", series).legend(SeriesLabelPosition::LowerLeft);
+    written.extend(save(&chart.y_range(0.0, 1.0), &out.join("distillation_vs_epsilon"))?);
     let bins = |rel: &pate_ml::calibration::Reliability| -> Vec<(f64, f64)> {
         rel.bins.iter().filter(|b| b.count > 0).map(|b| (b.confidence, b.accuracy)).collect()
     };
-    let chart = Chart {
-        title: format!("Reliability (single model): ECE {:.3} at T = 1, {:.3} at T = {:.2}", r.ece_before, r.ece_after, r.temperature),
-        x_label: "mean confidence of the bin (15 bins)".into(),
-        y_label: "accuracy of the bin".into(),
-        series: vec![
-            ("perfect calibration".into(), vec![(0.0, 0.0), (1.0, 1.0)]),
-            ("before (T = 1)".into(), bins(&r.reliability_before)),
-            (format!("after (T = {:.2})", r.temperature), bins(&r.reliability_after)),
-        ],
-        log_x: false,
-        y_range: Some((0.0, 1.0)),
-        legend: SeriesLabelPosition::UpperLeft,
-    };
-    written.extend(save(&chart, &out.join("reliability"))?);
+    let title = format!("Reliability (single model): ECE {:.3} at T = 1, {:.3} at T = {:.2}", r.ece_before, r.ece_after, r.temperature);
+    let series = vec![
+        ("perfect calibration".into(), vec![(0.0, 0.0), (1.0, 1.0)]),
+        ("before (T = 1)".into(), bins(&r.reliability_before)),
+        (format!("after (T = {:.2})", r.temperature), bins(&r.reliability_after)),
+    ];
+    let chart = Chart::new(title, "mean confidence of the bin (15 bins)", "accuracy of the bin", series).legend(SeriesLabelPosition::UpperLeft);
+    written.extend(save(&chart.y_range(0.0, 1.0), &out.join("reliability"))?);
     let w = 1.0 / r.dknn.histograms.first().map_or(10, |h| h.1.len()) as f64;
-    let chart = Chart {
-        title: format!("Deep k-NN credibility (k = {})", r.dknn.k),
-        x_label: "credibility (bin centre)".into(),
-        y_label: "share of items".into(),
-        series: r
-            .dknn
-            .histograms
-            .iter()
-            .map(|(name, h)| (name.clone(), h.iter().enumerate().map(|(i, &v)| ((i as f64 + 0.5) * w, v)).collect()))
-            .collect(),
-        log_x: false,
-        y_range: Some((0.0, 1.0)),
-        legend: SeriesLabelPosition::UpperRight,
-    };
-    written.extend(save(&chart, &out.join("credibility"))?);
+    let series = r.dknn.histograms.iter().map(|(name, h)| (name.clone(), h.iter().enumerate().map(|(i, &v)| ((i as f64 + 0.5) * w, v)).collect()));
+    let chart = Chart::new(format!("Deep k-NN credibility (k = {})", r.dknn.k), "credibility (bin centre)", "share of items", series.collect());
+    written.extend(save(&chart.y_range(0.0, 1.0), &out.join("credibility"))?);
     Ok(written)
 }
 
@@ -107,8 +78,8 @@ pub fn markdown(r: &RobustnessReport) -> String {
     let mut s = String::from("# Robustness report (`pate experiment robustness`)\n\n");
     let _ = writeln!(
         s,
-        "{} model, {} training items, {} evaluation items, {} epochs, seed {}. Inputs in [0, 1]; attacks are L-infinity.\n",
-        a.model, r.train_items, r.eval_items, a.epochs, a.seed
+        "{} model, {} training items, {} evaluation items, {} epochs ({} for defensive distillation), seed {}. Inputs in [0, 1]; attacks are L-infinity.\n",
+        a.model, r.train_items, r.eval_items, a.epochs, a.distill_epochs, a.seed
     );
     let eps_head = r.fgsm_accuracy.keys().map(|k| format!("eps {k}")).collect::<Vec<_>>().join(" | ");
     let dashes = "|---".repeat(r.fgsm_accuracy.len() + 3);
@@ -125,11 +96,21 @@ pub fn markdown(r: &RobustnessReport) -> String {
     for (t, m) in &r.distilled_fgsm_accuracy {
         let c = r.distilled_clean_accuracy.get(t).copied().unwrap_or(f64::NAN);
         let _ = writeln!(s, "| distilled T={t} | white-box FGSM | {c:.3} | {} |", row_of(m));
+        if let Some(h) = r.distilled_fgsm_at_t_accuracy.get(t) {
+            let _ = writeln!(s, "| distilled T={t} | FGSM through logits / T | {c:.3} | {} |", row_of(h));
+        }
     }
     for sub in &r.substitutes {
         let _ = writeln!(s, "| {} | substitute (transfer) | - | {} |", sub.oracle, row_of(&sub.transfer));
     }
     let _ = writeln!(s, "\nShare of exactly zero input-gradient components at T = 1: {:?}.", r.distilled_zero_gradient_share);
+    for (t, x) in &r.distilled_saturation {
+        let _ = writeln!(
+            s,
+            "Distilled T={t} at T = 1: median logit gap {:.1}, share of items with a gap over 104 (gradient underflows) {:.3}, items with an all-zero input gradient {:.3}.",
+            x.median_logit_gap, x.gap_over_104, x.zero_gradient_items
+        );
+    }
     let _ = writeln!(
         s,
         "Substitutes: MLP, {} public items, {} rounds of Jacobian augmentation (lambda {}); items / own accuracy / agreement with the oracle: {}.\n",
