@@ -50,20 +50,31 @@ pub enum VotesError {
     /// No data lines.
     #[error("the votes file has no queries")]
     Empty,
+    /// The text is not CSV.
+    #[error("votes file: {0}")]
+    Csv(String),
 }
 
 /// Parses CSV text into a votes matrix (rows = queries, columns = classes).
+/// The csv crate reads the records (quoting, CRLF, blank lines); the checks
+/// that make them vote counts are ours, each naming its line.
 pub fn parse_votes_csv(text: &str) -> Result<Vec<Vec<f64>>, VotesError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        // Rows of other widths are read, so that the error names both widths.
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let mut rows: Vec<Vec<f64>> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let s = raw.trim();
-        if s.is_empty() {
+    for record in reader.records() {
+        let record = record.map_err(|e| VotesError::Csv(e.to_string()))?;
+        let line = record.position().map_or(0, |p| line_of(text, p.byte() as usize));
+        // A line of spaces is one empty field: a blank line.
+        if record.len() == 1 && record[0].is_empty() {
             continue;
         }
-        let mut row = Vec::new();
-        for (j, field) in s.split(',').enumerate() {
-            let f = field.trim();
+        let mut row = Vec::with_capacity(record.len());
+        for (j, f) in record.iter().enumerate() {
             let v: u32 = f.parse().map_err(|_| VotesError::BadCount {
                 line,
                 column: j + 1,
@@ -89,6 +100,15 @@ pub fn parse_votes_csv(text: &str) -> Result<Vec<Vec<f64>>, VotesError> {
         return Err(VotesError::Empty);
     }
     Ok(rows)
+}
+
+/// The 1-based line of the record that starts at `byte` or after the line
+/// breaks that follow it (the csv crate places a record after skipped blank
+/// lines at the first of them).
+fn line_of(text: &str, byte: usize) -> usize {
+    let rest = text.get(byte..).unwrap_or("");
+    let start = byte + (rest.len() - rest.trim_start_matches(['\r', '\n']).len());
+    text.as_bytes()[..start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// Reads and parses a votes CSV file.
@@ -144,6 +164,13 @@ mod tests {
             parse_votes_csv("\n \n").expect_err("empty"),
             VotesError::Empty
         ));
+        // Line numbers count the blank lines the csv reader skips.
+        assert!(matches!(
+            parse_votes_csv("1,2\r\n\r\n\r\n3,x").expect_err("bad"),
+            VotesError::BadCount { line: 4, column: 2, .. }
+        ));
+        // Quoted fields are CSV too.
+        assert_eq!(parse_votes_csv("\"1\",2").expect("quoted"), vec![vec![1.0, 2.0]]);
         let e = read_votes_csv(Path::new("/nonexistent/votes.csv")).expect_err("io");
         assert!(e.to_string().contains("/nonexistent/votes.csv"));
     }
