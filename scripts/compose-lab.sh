@@ -68,7 +68,8 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 T0=$(now)
 
-# 1. Binaries (release) and image.
+# 1. Binaries (release), then the compose project (which checks every flag,
+# the image name included, and writes nothing on bad input), then the image.
 if [ -n "${PATE_BIN_DIR:-}" ]; then
   BIN="$PATE_BIN_DIR"
 else
@@ -79,6 +80,8 @@ fi
 for b in pate pate-teacher pate-aggregator pate-student; do
   [ -x "$BIN/$b" ] || { echo "compose-lab: $BIN/$b missing" >&2; exit 1; }
 done
+OUT="$(realpath -m "$OUT")"
+"$BIN/pate" deploy compose "${LAB_ARGS[@]}" "${DATA_ARGS[@]}" --image "$IMAGE" --out "$OUT/compose" >&2
 BASE_IMAGE="${PATE_BASE_IMAGE:-pate-base:bookworm}"
 DOCKER_BASE="${PATE_DOCKER_BASE:-$BASE_IMAGE}"
 DOCKER_BUILDER="${PATE_DOCKER_BUILDER:-$BASE_IMAGE}"
@@ -98,10 +101,7 @@ DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/Dockerfile \
 rm -rf "$CTX"
 log "image built in $(secs "$TB" "$(now)") s"
 
-# 2. The compose project.
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-"$BIN/pate" deploy compose "${LAB_ARGS[@]}" "${DATA_ARGS[@]}" --image "$IMAGE" --out "$OUT/compose" >&2
+# 2. Up, under a project name of its own.
 PROJECT="pate$(date +%s)$$"
 DC=("${COMPOSE[@]}" -p "$PROJECT" -f "$OUT/compose/docker-compose.yml")
 mkdir -p "$OUT/logs" "$OUT/collected"

@@ -42,6 +42,38 @@ fn read_json(p: &Path) -> Value {
 
 
 #[test]
+fn compose_lab_refuses_bad_input_before_touching_anything() {
+    if let Err(why) = docker_ready() {
+        eprintln!("SKIP compose lab on Docker: {why}");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let Some(bin) = release_dir() else {
+        eprintln!("SKIP compose-lab bad input: no release binaries (scripts/test.sh builds them)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("lab");
+    let run = |args: &[&str]| {
+        let o = Command::new(root.join("scripts/compose-lab.sh")).args(args).arg("--out").arg(&out).env("PATE_BIN_DIR", &bin).output().expect("run");
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    for (args, want) in [
+        (&["--teachers", "0"][..], "--teachers must be at least 1"),
+        (&["--teachers", "2", "--image", "pate image"][..], "not a valid image reference"),
+    ] {
+        let (ok, err) = run(args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left {} behind", out.display());
+    }
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(out.join("notes.txt"), "mine").expect("write");
+    let (ok, err) = run(&["--teachers", "2"]);
+    assert!(!ok && err.contains("is not empty"), "{err}");
+    assert_eq!(std::fs::read_dir(&out).expect("ls").count(), 1, "a foreign directory was written into");
+}
+
+#[test]
 fn compose_lab_survives_a_killed_teacher_and_a_restarted_aggregator_and_isolates_the_student() {
     if let Err(why) = docker_ready() {
         eprintln!("SKIP compose lab on Docker: {why}");
