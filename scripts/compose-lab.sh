@@ -107,6 +107,7 @@ DC=("${COMPOSE[@]}" -p "$PROJECT" -f "$OUT/compose/docker-compose.yml")
 mkdir -p "$OUT/logs" "$OUT/collected"
 
 cid() { "${DC[@]}" ps -a -q "$1" 2>/dev/null | head -n1; }
+health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1"; }
 collect_logs() { # one file per service, straight from the engine (docker-compose logs is slow)
   docker ps -a --filter "label=com.docker.compose.project=$PROJECT" \
     --format '{{.Label "com.docker.compose.service"}} {{.ID}}' |
@@ -130,6 +131,15 @@ trap 'exit 130' INT TERM
 log "project $PROJECT: training $TEACHERS teachers, then serving"
 TU=$(now)
 "${DC[@]}" up -d aggregator >&2
+# The student starts once the aggregator is healthy (its teachers reached,
+# quorum up), as `depends_on: condition: service_healthy` has it.
+AGG=$(cid aggregator)
+for ((t = 0; ; t++)); do
+  [ "$(health_of "$AGG")" = healthy ] && break
+  [ "$(docker inspect -f '{{.State.Running}}' "$AGG")" = true ] || { echo "compose-lab: the aggregator exited before becoming healthy" >&2; exit 1; }
+  [ "$t" -lt 600 ] || { echo "compose-lab: the aggregator was not healthy after 600 s (see $OUT/logs/aggregator.log)" >&2; exit 1; }
+  sleep 1
+done
 TUP=$(now)
 # The student is created, then started directly, so that the drill below
 # starts with its first query (compose itself can be slow to return).
@@ -159,18 +169,21 @@ can_connect() { # can_connect CONTAINER HOST PORT: exit 0 iff a TCP connection o
 certs_of() { # certs_of CONTAINER: "name:uid:mode" of each file in its certificate directory
   docker exec "$1" bash -c 'cd /var/lib/pate/certs && for f in *; do stat -c "%n:%u:%a" "$f"; done' | tr '\n' ' ' | sed 's/ $//'
 }
-health_of() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1"; }
 
 if [ "$DRILL" = 1 ]; then
-  AGG=$(cid aggregator)
   LAST=$((TEACHERS - 1))
   # Faults first (they must land mid-run), then the isolation probes
   # (docker exec needs the student still running).
   wait_batches 2
   scrape "$AGG" >"$OUT/metrics-1.txt"
   log "killing teacher-$LAST mid-run (after $(batches) batches)"
-  docker kill "$(cid "teacher-$LAST")" >/dev/null
-  wait_batches 5
+  # For good: without its restart policy (on-failure would bring it back).
+  DEAD=$(cid "teacher-$LAST")
+  docker update --restart=no "$DEAD" >/dev/null
+  docker kill "$DEAD" >/dev/null
+  # The batch after the next one started after the kill (the student goes
+  # on while docker works), so it asked the dead teacher too.
+  wait_batches $(($(batches) + 2))
   # Second scrape before the restart (a restarted process starts its
   # counters from zero): the counters moved, the dead teacher shows errors.
   scrape "$AGG" >"$OUT/metrics-2.txt"

@@ -18,15 +18,19 @@ use std::process::Command;
 use common::sample;
 use serde_json::Value;
 
-fn docker_ready() -> Result<(), String> {
+/// The repository root, when the Docker engine and a compose are there;
+/// otherwise None, having said why the test skips.
+fn docker_or_skip() -> Option<&'static Path> {
     let ok = |cmd: &str, args: &[&str]| Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success());
-    if !ok("docker", &["info"]) {
-        return Err("the Docker engine is not reachable (docker info failed)".into());
-    }
-    if !ok("docker-compose", &["version"]) && !ok("docker", &["compose", "version"]) {
-        return Err("neither docker-compose nor `docker compose` is installed".into());
-    }
-    Ok(())
+    let why = if !ok("docker", &["info"]) {
+        "the Docker engine is not reachable (docker info failed)"
+    } else if !ok("docker-compose", &["version"]) && !ok("docker", &["compose", "version"]) {
+        "neither docker-compose nor `docker compose` is installed"
+    } else {
+        return Path::new(env!("CARGO_MANIFEST_DIR")).parent();
+    };
+    eprintln!("SKIP compose lab on Docker: {why}");
+    None
 }
 
 /// The release binaries, next to the debug ones (scripts/test.sh builds them).
@@ -40,14 +44,9 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).expect("json")
 }
 
-
 #[test]
 fn compose_lab_refuses_bad_input_before_touching_anything() {
-    if let Err(why) = docker_ready() {
-        eprintln!("SKIP compose lab on Docker: {why}");
-        return;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let Some(root) = docker_or_skip() else { return };
     let Some(bin) = release_dir() else {
         eprintln!("SKIP compose-lab bad input: no release binaries (scripts/test.sh builds them)");
         return;
@@ -75,11 +74,7 @@ fn compose_lab_refuses_bad_input_before_touching_anything() {
 
 #[test]
 fn compose_lab_survives_a_killed_teacher_and_a_restarted_aggregator_and_isolates_the_student() {
-    if let Err(why) = docker_ready() {
-        eprintln!("SKIP compose lab on Docker: {why}");
-        return;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let Some(root) = docker_or_skip() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("lab");
     let mut cmd = Command::new(root.join("scripts/compose-lab.sh"));
