@@ -3,7 +3,9 @@
 //! the noisy winner (or an abstention), and accounts every bit of privacy it
 //! spends in a durable ledger against one global budget.
 
+pub mod health;
 pub mod inflight;
+pub mod metrics;
 pub mod pool;
 pub mod service;
 pub mod students;
@@ -49,6 +51,10 @@ pub struct Config {
     /// Seconds a teacher has to answer one vote batch before it counts as abstaining.
     #[arg(long, default_value_t = 60.0, env = "PATE_VOTE_TIMEOUT")]
     pub vote_timeout: f64,
+    /// Seconds between two health probes of every teacher; below the quorum
+    /// the aggregator's own gRPC health turns NOT_SERVING.
+    #[arg(long, default_value_t = 2.0, env = "PATE_HEALTH_INTERVAL")]
+    pub health_interval: f64,
     /// Seconds to keep retrying teachers that are not up yet at start-up.
     #[arg(long, default_value_t = 60.0, env = "PATE_CONNECT_TIMEOUT")]
     pub connect_timeout: f64,
@@ -151,6 +157,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let addrs = config.teacher_addrs()?;
     let quorum = config.quorum.unwrap_or(addrs.len() / 2 + 1);
     let secs = |s: f64, what: &str| Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"));
+    let health_every = secs(config.health_interval, "--health-interval")?;
+    anyhow::ensure!(!health_every.is_zero(), "--health-interval must be positive");
     let pool = TeacherPool::connect(
         &addrs,
         quorum,
@@ -161,22 +169,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .await?;
     let [rows, cols] = pool.input_shape();
     tracing::info!(teachers = pool.len(), quorum, rows, cols, classes = pool.classes(), mechanism = mechanism.name(), "ensemble ready");
+    metrics::budget(&budget.snapshot());
 
-    let service = AggregatorService::new(pool, budget, students, ledger, config.max_batch);
+    let pool = std::sync::Arc::new(pool);
+    let service = AggregatorService::new(pool.clone(), budget, students, ledger, config.max_batch);
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<AggregatorServer<AggregatorService>>().await;
+    reporter.set_service_status(health::LIVENESS, tonic_health::ServingStatus::Serving).await;
+    health::report(&reporter, pool.len(), pool.quorum()).await;
+    let monitor = tokio::spawn(health::monitor(pool, reporter, health_every));
     let addr = listener.local_addr().context("listener address")?;
     tracing::info!(%addr, "serving labels");
     let aggregator = AggregatorServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    transport
+    let served = transport
         .server()?
         .add_service(health)
         .add_service(InterceptedService::new(aggregator, RequireRole::students_only(transport.is_tls())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .context("aggregator server failed")?;
+        .context("aggregator server failed");
+    monitor.abort();
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -24,6 +24,8 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "PATE_LOG_JSON")]
     log_json: bool,
+    #[command(flatten)]
+    metrics: pate_proto::metrics::MetricsArgs,
 }
 
 #[tokio::main]
@@ -31,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     pate_proto::config::apply_config_file::<Cli>()?;
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    cli.metrics.install()?;
     let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
     if let Some(path) = &cli.addr_file {
         write_addr_file(path, listener.local_addr()?).with_context(|| format!("writing {}", path.display()))?;

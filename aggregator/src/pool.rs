@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use pate_proto::tls::{ServerRole, Transport};
 use pate_proto::v1::{teacher_client::TeacherClient, DescribeRequest, TeacherInfo, VoteRequest};
 use pate_proto::Samples;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 /// Why the pool could not be built or could not collect votes.
 #[derive(Debug, thiserror::Error)]
@@ -73,9 +76,13 @@ pub enum PoolError {
     },
 }
 
+/// How long teachers still missing get once a quorum answered at start-up.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
 struct Member {
     addr: String,
     client: TeacherClient<Channel>,
+    channel: Channel,
 }
 
 /// The ensemble as seen from the aggregator.
@@ -96,15 +103,18 @@ fn endpoint(addr: &str, timeout: Duration, transport: &Transport) -> Result<Endp
         .map_err(|e| PoolError::BadAddress { addr: addr.to_string(), reason: e.to_string() })
 }
 
-async fn describe(ep: Endpoint, connect_for: Duration) -> Result<(TeacherClient<Channel>, TeacherInfo), String> {
+type Described = (TeacherClient<Channel>, Channel, TeacherInfo);
+
+async fn describe(ep: Endpoint, connect_for: Duration) -> Result<Described, String> {
     let deadline = tokio::time::Instant::now() + connect_for;
     loop {
         let attempt = async {
-            let mut client = TeacherClient::new(ep.connect().await.map_err(|e| e.to_string())?)
+            let channel = ep.connect().await.map_err(|e| e.to_string())?;
+            let mut client = TeacherClient::new(channel.clone())
                 .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
             let info = client.describe(DescribeRequest {}).await.map_err(|s| s.message().to_string())?;
-            Ok::<_, String>((client, info.into_inner()))
+            Ok::<_, String>((client, channel, info.into_inner()))
         };
         match attempt.await {
             Ok(ok) => return Ok(ok),
@@ -134,12 +144,12 @@ impl TeacherPool {
             return Err(PoolError::BadQuorum { quorum, teachers: addrs.len() });
         }
         let endpoints = addrs.iter().map(|a| endpoint(a, timeout, transport)).collect::<Result<Vec<_>, _>>()?;
-        let results = join_all(endpoints.into_iter().map(|ep| describe(ep, connect_for))).await;
+        let results = describe_all(endpoints, quorum, connect_for).await;
         let (mut members, mut infos, mut failures) = (Vec::new(), Vec::new(), Vec::new());
         for (addr, result) in addrs.iter().zip(results) {
             match result {
-                Ok((client, info)) => {
-                    members.push(Member { addr: addr.clone(), client });
+                Ok((client, channel, info)) => {
+                    members.push(Member { addr: addr.clone(), client, channel });
                     infos.push(info);
                 }
                 Err(e) => {
@@ -193,6 +203,31 @@ impl TeacherPool {
         self.members.is_empty()
     }
 
+    /// Teachers that must vote for a query to be answered.
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
+
+    /// Asks every teacher's gRPC health service whether it is serving;
+    /// one flag per teacher, in pool order. A teacher that does not answer
+    /// within `timeout` counts as down.
+    pub async fn probe(&self, timeout: Duration) -> Vec<bool> {
+        let checks = self.members.iter().map(|m| {
+            let mut client = HealthClient::new(m.channel.clone());
+            async move {
+                let check = client.check(HealthCheckRequest { service: String::new() });
+                matches!(tokio::time::timeout(timeout, check).await,
+                    Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32)
+            }
+        });
+        join_all(checks).await
+    }
+
+    /// The teachers' addresses, in pool order.
+    pub fn addrs(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.addr.as_str())
+    }
+
     /// What each teacher said about itself at start-up.
     pub fn infos(&self) -> &[TeacherInfo] {
         &self.infos
@@ -207,16 +242,22 @@ impl TeacherPool {
             let mut client = m.client.clone();
             let req = VoteRequest { request_id: request_id.to_string(), samples: Some(tensor.clone()), with_probabilities: false };
             async move {
-                let labels = tokio::time::timeout(self.timeout, client.vote(req))
-                    .await
-                    .map_err(|_| "deadline exceeded".to_string())?
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                    .into_inner()
-                    .labels;
-                if labels.len() != samples.n || labels.iter().any(|&l| l as usize >= self.classes) {
-                    return Err(format!("malformed vote: {} labels for {} samples", labels.len(), samples.n));
+                let started = std::time::Instant::now();
+                let result = async {
+                    let labels = tokio::time::timeout(self.timeout, client.vote(req))
+                        .await
+                        .map_err(|_| "deadline exceeded".to_string())?
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                        .into_inner()
+                        .labels;
+                    if labels.len() != samples.n || labels.iter().any(|&l| l as usize >= self.classes) {
+                        return Err(format!("malformed vote: {} labels for {} samples", labels.len(), samples.n));
+                    }
+                    Ok(labels)
                 }
-                Ok(labels)
+                .await;
+                crate::metrics::teacher_vote(&m.addr, started.elapsed(), result.is_ok());
+                result
             }
         });
         let results = join_all(calls).await;
@@ -232,6 +273,32 @@ impl TeacherPool {
         }
         Ok(votes)
     }
+}
+
+/// Describes every teacher, one result per endpoint in order. It waits for
+/// every teacher, but not for a dead one once a quorum is up: after the
+/// quorum is reached the rest get [`STARTUP_GRACE`] more, so a restarted
+/// aggregator does not stall for `connect_for` on a teacher that died while
+/// it was down.
+async fn describe_all(endpoints: Vec<Endpoint>, quorum: usize, connect_for: Duration) -> Vec<Result<Described, String>> {
+    let mut pending: FuturesUnordered<_> =
+        endpoints.into_iter().enumerate().map(|(i, ep)| async move { (i, describe(ep, connect_for).await) }).collect();
+    let mut results: Vec<Option<Result<Described, String>>> = (0..pending.len()).map(|_| None).collect();
+    let (mut reached, mut deadline) = (0, None);
+    loop {
+        let next = match deadline {
+            None => pending.next().await,
+            Some(d) => tokio::time::timeout_at(d, pending.next()).await.unwrap_or_default(),
+        };
+        let Some((i, r)) = next else { break };
+        reached += usize::from(r.is_ok());
+        results[i] = Some(r);
+        if reached >= quorum && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + STARTUP_GRACE.min(connect_for));
+        }
+    }
+    let missing = || Err(format!("not reachable within {STARTUP_GRACE:?} of the quorum being up"));
+    results.into_iter().map(|r| r.unwrap_or_else(missing)).collect()
 }
 
 /// Per-sample vote histograms from per-teacher label vectors.

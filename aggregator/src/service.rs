@@ -64,7 +64,7 @@ impl From<LabelError> for Status {
 
 /// Noisy aggregation over a teacher pool, with a durable ledger.
 pub struct AggregatorService {
-    pool: TeacherPool,
+    pool: Arc<TeacherPool>,
     mechanism: pate_privacy::Mechanism,
     state: Shared,
     ledger: Arc<Mutex<Ledger>>,
@@ -114,7 +114,7 @@ fn samples_digest(caller: &Caller, s: &Samples) -> String {
 impl AggregatorService {
     /// Builds the service; `budget` must already hold what `ledger` recorded.
     /// `students` likewise.
-    pub fn new(pool: TeacherPool, budget: Budget, students: StudentBudgets, ledger: Ledger, max_batch: usize) -> Self {
+    pub fn new(pool: Arc<TeacherPool>, budget: Budget, students: StudentBudgets, ledger: Ledger, max_batch: usize) -> Self {
         AggregatorService {
             pool,
             mechanism: *budget.mechanism(),
@@ -168,6 +168,7 @@ impl AggregatorService {
         let n = samples.n as u64;
         if let Err(e) = claim.reserve(n) {
             drop(claim);
+            crate::metrics::refused(n);
             let key = id.clone();
             self.with_ledger(move |l| l.record_refusal(&key, n)).await?;
             tracing::warn!(request_id = %id, n, caller = %student, "refused: budget exhausted");
@@ -178,6 +179,8 @@ impl AggregatorService {
         let (records, (snapshot, own)) = self.answer(claim, &id, &digest, &samples, &student).await?;
         let labels: Vec<i32> = records.iter().map(|r| r.answer.map_or(-1, i32::from)).collect();
         let abstained = labels.iter().filter(|&&l| l < 0).count();
+        crate::metrics::answered(labels.len() as u64 - abstained as u64, abstained as u64);
+        crate::metrics::budget(&snapshot);
         tracing::info!(request_id = %id, n, abstained, caller = %student, epsilon = snapshot.epsilon_spent, "answered label batch");
         Ok(v1::LabelResponse { labels, budget: Some(budget_state(&snapshot, self.noise_name(), &student, &own)) })
     }
@@ -236,8 +239,10 @@ impl Aggregator for AggregatorService {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
         tracing::Span::current().record("request_id", req.request_id.as_str());
-        let resp = self.label(req, caller).await.inspect_err(|e| tracing::warn!(error = %e, "label request failed"))?;
-        Ok(Response::new(resp))
+        let started = std::time::Instant::now();
+        let result = self.label(req, caller).await.inspect_err(|e| tracing::warn!(error = %e, "label request failed")).map_err(Status::from);
+        crate::metrics::label_request(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok), started.elapsed());
+        Ok(Response::new(result?))
     }
 
     #[instrument(skip_all)]

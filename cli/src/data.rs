@@ -18,6 +18,24 @@ pub enum DataCommand {
         #[arg(long)]
         dest: Option<PathBuf>,
     },
+    /// Cut the training split into one directory per teacher partition
+    /// (`OUT/teacher-<i>/`, with `partition.json`) and write the test split
+    /// alone into `OUT/student/`: each data owner's view, for deployments
+    /// that give every teacher container only its own partition.
+    Split {
+        /// Directory with the four IDX files.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Number of partitions (teachers).
+        #[arg(long)]
+        partitions: usize,
+        /// Seed of the permutation (as `pate-teacher train --partition-seed`).
+        #[arg(long, default_value_t = 0)]
+        partition_seed: u64,
+        /// Directory to write; must be empty or absent.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show where the data is found and what it holds.
     Info {
         /// Directory with the four IDX files.
@@ -34,6 +52,15 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
             fetch(&FetchSpec::fashion_mnist(&base_url), &dest, &mut |msg| eprintln!("{msg}"))?;
             println!("Fashion-MNIST ready in {}", dest.display());
+        }
+        DataCommand::Split { data, partitions, partition_seed, out } => {
+            anyhow::ensure!(partitions > 0, "--partitions must be at least 1");
+            crate::deploy::out_dir::ensure_empty(&out)?;
+            let dir = resolve_data_dir(data.as_deref())?;
+            let d = load_idx_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let manifests = pate_ml::split::write_owner_dirs(&d, partitions, partition_seed, &out)?;
+            println!("{} partitions of {} training items and the {} test items written to {}", manifests.len(), d.train.len(), d.test.len(), out.display());
         }
         DataCommand::Info { data } => {
             let dir = resolve_data_dir(data.as_deref())?;

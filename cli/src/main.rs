@@ -2,7 +2,9 @@
 
 mod certs;
 mod data;
+mod deploy;
 mod experiment;
+mod health;
 mod lab;
 mod privacy;
 
@@ -33,6 +35,12 @@ enum Command {
     /// Provision certificates: a CA and one per party, the role inside.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Deploy the parties as containers: docker-compose or Kubernetes.
+    #[command(subcommand)]
+    Deploy(deploy::DeployCommand),
+    /// Ask a server's gRPC health over mutual TLS (exit 0 iff SERVING): the
+    /// readiness and liveness check of the container deployments.
+    Health(health::HealthArgs),
 }
 
 #[tokio::main]
@@ -47,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Experiment(cmd) => experiment::run(cmd).await?,
         Command::Privacy(cmd) => privacy::run(cmd)?,
         Command::Certs(cmd) => certs::run(cmd)?,
+        Command::Deploy(cmd) => deploy::run(cmd)?,
+        Command::Health(args) => health::run(args).await?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //!   the student's pool/evaluation split.
 //! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
 //! - [`partition`]: disjoint teacher partitions from a seeded permutation.
+//! - [`split`]: one directory per data owner (teacher partition, student).
 //! - [`model`]: candle MLP and CNN classifiers with seeded initialisation.
 //! - [`optim`]: a fused AdamW (candle-nn's is slow on CPU).
 //! - [`train`]: minibatch AdamW training, distillation on soft targets,
@@ -30,6 +31,7 @@ pub mod model;
 pub mod optim;
 pub mod partition;
 pub mod semi;
+pub mod split;
 pub mod train;
 pub mod trigger;
 

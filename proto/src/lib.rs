@@ -16,6 +16,7 @@ pub mod v1 {
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod metrics;
 pub mod runtime;
 pub mod tls;
 

@@ -53,9 +53,15 @@ pub struct Config {
     /// Training epochs of the student.
     #[arg(long, default_value_t = 40, env = "PATE_EPOCHS")]
     pub epochs: usize,
-    /// Seconds to keep retrying an aggregator that is not up yet.
+    /// Seconds to keep retrying an aggregator that is not up yet, or that
+    /// is briefly unavailable mid-run (restarting, below its quorum):
+    /// retries reuse the request id, so they are never charged twice.
     #[arg(long, default_value_t = 120.0, env = "PATE_CONNECT_TIMEOUT")]
     pub connect_timeout: f64,
+    /// Seconds to pause between two Label batches (0 = none): paces a
+    /// student sharing the aggregator with others, and fault drills.
+    #[arg(long, default_value_t = 0.0, env = "PATE_QUERY_INTERVAL")]
+    pub query_interval: f64,
     /// Directory for the student's checkpoint and report.json.
     #[arg(long, default_value = "student-out", env = "PATE_OUT")]
     pub out: PathBuf,

@@ -12,9 +12,8 @@ use tonic::Code;
 
 use crate::Config;
 
-/// Tries per batch when teachers are briefly unavailable (retries are free:
-/// the same request id is never charged twice).
-const RETRIES: u32 = 5;
+/// Longest pause between two retries of one batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The labels the aggregator released.
 #[derive(Debug, Clone)]
@@ -68,6 +67,7 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
     let run_id = config.run_id.clone().unwrap_or_else(random_run_id);
     tracing::info!(teachers = ensemble.num_teachers, mechanism = %ensemble.mechanism, queries = images.len(), batch, %run_id, "querying aggregator");
 
+    let interval = Duration::try_from_secs_f64(config.query_interval).context("bad --query-interval")?;
     let mut out = Labelled { items: Vec::new(), labels: Vec::new(), abstained: 0, refused: 0, budget: BudgetState::default() };
     let starts: Vec<usize> = (0..images.len()).step_by(batch).collect();
     for (b, &start) in starts.iter().enumerate() {
@@ -75,7 +75,10 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
         let chunk = images.range(start..end);
         let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
         let req = LabelRequest { request_id: format!("{run_id}-{b}"), samples: Some(samples.to_tensor()) };
-        match send(&mut client, req).await {
+        if b > 0 && !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+        match send(&mut client, req, wait).await {
             Ok(resp) => {
                 for (i, &label) in resp.labels.iter().enumerate() {
                     match u8::try_from(label) {
@@ -103,15 +106,18 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
     Ok(out)
 }
 
-async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest) -> Result<pate_proto::v1::LabelResponse, tonic::Status> {
-    let mut attempt = 0;
+async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest, wait: Duration) -> Result<pate_proto::v1::LabelResponse, tonic::Status> {
+    // Retries are free (the aggregator replays a recorded request id), so a
+    // restarting aggregator or a brief loss of quorum only delays the run.
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut attempt: u32 = 0;
     loop {
         match client.label(req.clone()).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted) && attempt + 1 < RETRIES => {
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted | Code::Unknown) && tokio::time::Instant::now() < deadline => {
                 attempt += 1;
-                tracing::warn!(request_id = %req.request_id, attempt, error = s.message(), "retrying label batch");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                tracing::warn!(request_id = %req.request_id, attempt, code = ?s.code(), error = s.message(), "retrying label batch");
+                tokio::time::sleep((Duration::from_millis(250) * attempt).min(MAX_BACKOFF)).await;
             }
             Err(s) => return Err(s),
         }

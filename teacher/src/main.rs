@@ -34,6 +34,8 @@ enum Command {
         /// Write the bound address to this file once listening.
         #[arg(long, env = "PATE_ADDR_FILE")]
         addr_file: Option<PathBuf>,
+        #[command(flatten)]
+        metrics: pate_proto::metrics::MetricsArgs,
     },
 }
 
@@ -47,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || pate_teacher::train(&args)).await??;
             Ok(())
         }
-        Command::Serve { config, listen, addr_file } => {
+        Command::Serve { config, listen, addr_file, metrics } => {
+            metrics.install()?;
             let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
             if let Some(path) = addr_file {
                 write_addr_file(&path, listener.local_addr()?).with_context(|| format!("writing {}", path.display()))?;

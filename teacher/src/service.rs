@@ -88,7 +88,22 @@ impl Teacher for TeacherService {
     async fn vote(&self, req: Request<v1::VoteRequest>) -> Result<Response<v1::VoteResponse>, Status> {
         let req = req.into_inner();
         tracing::Span::current().record("request_id", req.request_id.as_str());
-        let resp = self.vote(req).await.inspect_err(|e| tracing::warn!(error = %e, "vote rejected"))?;
+        let started = std::time::Instant::now();
+        let result = self.vote(req).await.inspect_err(|e| tracing::warn!(error = %e, "vote rejected"));
+        // Prometheus metrics (served with --metrics-addr): votes, the
+        // samples they carried, failures, and latency.
+        metrics::histogram!("pate_teacher_vote_seconds").record(started.elapsed().as_secs_f64());
+        let resp = match result {
+            Ok(resp) => {
+                metrics::counter!("pate_teacher_votes_total").increment(1);
+                metrics::counter!("pate_teacher_vote_samples_total").increment(resp.labels.len() as u64);
+                resp
+            }
+            Err(e) => {
+                metrics::counter!("pate_teacher_vote_errors_total").increment(1);
+                return Err(e.into());
+            }
+        };
         tracing::debug!(n = resp.labels.len(), "answered vote batch");
         Ok(Response::new(resp))
     }

@@ -7,6 +7,7 @@ use pate_ml::checkpoint::{self, ModelMeta};
 use pate_ml::data::{load_idx_dir, resolve_data_dir};
 use pate_ml::model::ModelKind;
 use pate_ml::partition::partition_part;
+use pate_ml::split::read_manifest;
 use pate_ml::train::TrainConfig;
 use pate_ml::trigger::{Corner, Pattern, PoisonSpec, Trigger};
 
@@ -14,7 +15,9 @@ use pate_ml::trigger::{Corner, Pattern, PoisonSpec, Trigger};
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Directory with the four IDX files [default: $PATE_DATA_DIR, then
-    /// /usr/share/datasets/fashion-mnist, then the download cache].
+    /// /usr/share/datasets/fashion-mnist, then the download cache]. A
+    /// directory written by `pate data split` holds only this teacher's
+    /// partition and is used whole.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Which partition this teacher owns (0-based).
@@ -80,9 +83,23 @@ impl TrainArgs {
 pub fn train(args: &TrainArgs) -> anyhow::Result<ModelMeta> {
     let dir = resolve_data_dir(args.data.as_deref())?;
     let data = load_idx_dir(&dir).with_context(|| format!("loading data from {}", dir.display()))?;
-    let classes = data.num_classes();
-    let idx = partition_part(data.train.len(), args.partitions, args.partition_seed, args.partition)?;
-    let mut part = data.train.select(&idx);
+    // A data owner's directory (`pate data split`) already holds only this
+    // partition: train on all of it, after checking it is the one asked for.
+    let (classes, mut part) = match read_manifest(&dir)? {
+        Some(m) => {
+            anyhow::ensure!(
+                (m.partition, m.partitions, m.partition_seed) == (args.partition, args.partitions, args.partition_seed),
+                "{} holds partition {} of {} (seed {}), but this teacher is partition {} of {} (seed {})",
+                dir.display(), m.partition, m.partitions, m.partition_seed, args.partition, args.partitions, args.partition_seed
+            );
+            anyhow::ensure!(data.train.len() == m.items, "{} holds {} items, its manifest says {}", dir.display(), data.train.len(), m.items);
+            (m.classes, data.train)
+        }
+        None => {
+            let idx = partition_part(data.train.len(), args.partitions, args.partition_seed, args.partition)?;
+            (data.num_classes(), data.train.select(&idx))
+        }
+    };
     let poison = args.poison_spec();
     if let Some(spec) = &poison {
         anyhow::ensure!((0.0..=1.0).contains(&spec.rate), "--poison-rate must be in [0, 1], got {}", spec.rate);

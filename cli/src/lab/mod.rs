@@ -234,7 +234,7 @@ pub(crate) async fn watch(children: &mut Children) -> anyhow::Error {
     }
 }
 
-fn print_summary(r: &LabReport, out: &Path) {
+pub(crate) fn print_summary(r: &LabReport, out: &Path) {
     let mean = r.teacher_accuracies.iter().sum::<f64>() / r.teacher_accuracies.len().max(1) as f64;
     println!();
     println!("  {:<34} {:>12}", "teachers", r.num_teachers);

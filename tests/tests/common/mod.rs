@@ -176,3 +176,9 @@ pub fn eval_samples(n: usize) -> Samples {
     let imgs = test.images.range(test.len() - n..test.len());
     Samples { n, rows: imgs.rows, cols: imgs.cols, pixels: imgs.data }
 }
+
+/// The value of the Prometheus sample `name` (with its labels, exactly as
+/// exposed) in a scrape, or 0 when absent.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).map_or(0.0, |v| v.trim().parse().expect("number"))
+}
