@@ -71,4 +71,16 @@ fn lab_runs_on_another_idx_dataset() {
     assert_eq!(report["queries_asked"], 200, "{report}");
     assert_eq!(report["queries_answered"], 200);
     assert!(report["student_accuracy"].as_f64().expect("accuracy") > 0.6, "{report}");
+
+    // Again on the same teachers: none is trained twice.
+    let o = Command::new(common::bin("pate"))
+        .args(["lab", "--preset", "fast", "--data", data, "--teachers", "3", "--queries", "200", "--eval-size", "200"])
+        .args(["--teacher-epochs", "20", "--noise-scale", "0.5", "--delta", "0", "--reuse-teachers"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run pate lab");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "pate lab --reuse-teachers failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("reusing 3 teachers") && !stdout.contains("trained teacher"), "{stdout}");
 }

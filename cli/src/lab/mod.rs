@@ -94,6 +94,13 @@ pub struct LabArgs {
     /// Teachers trained at once [default: the number of CPU cores].
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Keep every teacher already trained under `<out>/teachers/<i>` (a
+    /// checkpoint with its meta.json) instead of training it again: for
+    /// re-running the aggregation and the student on the same teachers.
+    /// Nothing checks that they were trained with today's flags, and
+    /// `train_teachers_seconds` covers only the ones trained now.
+    #[arg(long)]
+    pub reuse_teachers: bool,
     /// Where the teacher, aggregator and student binaries are [default: beside `pate`].
     #[arg(long, env = "PATE_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
@@ -205,7 +212,13 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
 
     // 1. Train the teachers, bounded by the cores.
     let t = Instant::now();
+    let trained = |i: usize| args.reuse_teachers && out.join(format!("teachers/{i}/meta.json")).is_file();
+    let reused = (0..plan.teachers).filter(|&i| trained(i)).count();
+    if reused > 0 {
+        println!("  reusing {reused} teachers already trained under {}", out.join("teachers").display());
+    }
     let jobs = (0..plan.teachers)
+        .filter(|&i| !trained(i))
         .map(|i| {
             let a = vec![
                 s("train"), s("--data"), path_arg(&data_dir), s("--partition"), s(i), s("--partitions"), s(plan.teachers),
