@@ -75,6 +75,13 @@ fn private_lab_reports_three_epsilons() {
             "3",
             "--target-epsilon",
             "30",
+            // The target, not the preset's data-independent budget of 2, is
+            // the stop under test; an MLP student learns on 8x8 digits in
+            // 30 short epochs where the CNN does not.
+            "--epsilon-limit",
+            "1e6",
+            "--student-model",
+            "mlp",
             "--teacher-epochs",
             "20",
             "--student-epochs",
@@ -93,6 +100,7 @@ fn private_lab_reports_three_epsilons() {
     let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("report.json lacks {k}: {r}"));
     assert_eq!(r["plan"]["mechanism"]["kind"], "confident-gnmax", "{r}");
     assert_eq!(r["plan"]["semi_supervised"], true);
+    assert_eq!(r["plan"]["query_batch"], 10);
     let (di, dd, rel, eps) = (
         f("epsilon_data_independent"),
         f("epsilon_data_dependent"),

@@ -29,10 +29,11 @@ pub struct LabArgs {
     /// /usr/share/datasets/fashion-mnist, then the download cache].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Starting configuration: fast (quick, not private: smoke tests) or
-    /// private (250 teachers, Confident-GNMax, target epsilon 2,
-    /// semi-supervised student). Explicit flags override it.
-    #[arg(long, value_enum, default_value = "fast", env = "PATE_PRESET")]
+    /// Starting configuration: private (250 MLP teachers, Confident-GNMax,
+    /// a data-dependent target epsilon, semi-supervised CNN student; see
+    /// docs/PRIVATE_LAB.md) or fast (quick, not private: smoke tests).
+    /// Explicit flags override it.
+    #[arg(long, value_enum, default_value = "private", env = "PATE_PRESET")]
     pub preset: Preset,
     /// Number of teachers (disjoint partitions of the training split) [fast: 20, private: 250].
     #[arg(long, env = "PATE_TEACHERS_N")]
@@ -61,19 +62,19 @@ pub struct LabArgs {
     /// Confident-GNMax noise of the answer [default: 0.16 x teachers].
     #[arg(long, env = "PATE_SIGMA2")]
     pub sigma2: Option<f64>,
-    /// Stop answering once the data-dependent epsilon would pass this [fast: none, private: 2].
+    /// Stop answering once the data-dependent epsilon could pass this [fast: none, private: 2].
     #[arg(long, env = "PATE_TARGET_EPSILON")]
     pub target_epsilon: Option<f64>,
     /// Semi-supervised student (consistency loss on the unlabelled pool) [fast: false, private: true].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "PATE_SEMI_SUPERVISED")]
     pub semi_supervised: Option<bool>,
-    /// Samples per Label call of the student [fast: 250, private: 50].
+    /// Samples per Label call of the student [fast: 250, private: 10: the budget reserves a whole batch's worst case, so small batches waste less of it].
     #[arg(long, env = "PATE_QUERY_BATCH")]
     pub query_batch: Option<usize>,
     /// Model architecture of the teachers (and of the student unless --student-model).
     #[arg(long, default_value = "mlp", env = "PATE_MODEL")]
     pub model: ModelKind,
-    /// Model architecture of the student [default: --model].
+    /// Model architecture of the student [fast: --model, private: cnn].
     #[arg(long, env = "PATE_STUDENT_MODEL")]
     pub student_model: Option<ModelKind>,
     /// Teacher training epochs [fast: 10, private: 40].
@@ -82,9 +83,11 @@ pub struct LabArgs {
     /// Student training epochs [default: 40].
     #[arg(long)]
     pub student_epochs: Option<usize>,
-    /// Privacy budget; queries past it are refused.
-    #[arg(long, default_value_t = 1e6, env = "PATE_EPSILON_LIMIT")]
-    pub epsilon_limit: f64,
+    /// Data-independent privacy budget at --delta; queries that could pass
+    /// it are refused [fast: 1e6, private: 2, which makes `epsilon <= 2` a
+    /// guarantee whatever the votes].
+    #[arg(long, env = "PATE_EPSILON_LIMIT")]
+    pub epsilon_limit: Option<f64>,
     /// Delta of the reported (epsilon, delta); 0 reports pure epsilon.
     #[arg(long, default_value_t = 1e-5, env = "PATE_DELTA")]
     pub delta: f64,
@@ -208,7 +211,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let dirs = RunDirs::create(&out)?;
     let logs = dirs.logs.clone();
     let tls = PartyTls::provision(&out, plan.teachers, 1, args.insecure)?;
-    println!("pate lab ({:?}): {} ({}), data {}", plan.preset, plan.describe(), args.model, data_dir.display());
+    println!("pate lab ({:?}): {} ({} teachers, {} student), data {}", plan.preset, plan.describe(), args.model, plan.student_model, data_dir.display());
 
     // 1. Train the teachers, bounded by the cores.
     let t = Instant::now();
@@ -239,7 +242,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     println!("  {} teachers serving", teacher_addrs.len());
     let settings = AggregatorSettings {
         mechanism: plan.mechanism,
-        epsilon_limit: args.epsilon_limit,
+        epsilon_limit: plan.epsilon_limit,
         delta: args.delta,
         target_epsilon: plan.target_epsilon,
     };

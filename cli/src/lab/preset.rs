@@ -22,9 +22,10 @@ pub enum Preset {
     Fast,
     /// A private run after PATE 2018: 250 teachers, Confident-GNMax with
     /// T = 0.8 n, sigma1 = 0.6 n, sigma2 = 0.16 n (the paper's 200/150/40
-    /// at n = 250), a data-dependent target epsilon of 2, queries over the
-    /// whole public pool until the target stops them, teachers trained for
-    /// 40 epochs, and a semi-supervised student.
+    /// at n = 250), a data-independent budget of 2 (a guarantee) and a
+    /// data-dependent target epsilon of 2, queries over the
+    /// whole public pool until the target stops them, MLP teachers trained
+    /// for 40 epochs, and a semi-supervised CNN student.
     Private,
 }
 
@@ -39,6 +40,8 @@ pub struct Plan {
     pub queries: usize,
     /// Aggregation mechanism.
     pub mechanism: Mechanism,
+    /// The data-independent budget the aggregator enforces.
+    pub epsilon_limit: f64,
     /// The data-dependent target epsilon, if any.
     pub target_epsilon: Option<f64>,
     /// Semi-supervised student.
@@ -76,8 +79,8 @@ impl Plan {
             ""
         };
         format!(
-            "{} teachers, {} queries, {m}{target}{semi}",
-            self.teachers, self.queries
+            "{} teachers, {} queries, {m}, budget {}{target}{semi}",
+            self.teachers, self.queries, self.epsilon_limit
         )
     }
 }
@@ -124,7 +127,8 @@ pub fn plan(args: &LabArgs, pool: usize, classes: usize) -> anyhow::Result<Plan>
         );
     }
     let orders = default_orders();
-    Budget::new(mechanism, args.epsilon_limit, args.delta, orders.clone())?;
+    let epsilon_limit = args.epsilon_limit.unwrap_or(if private { 2.0 } else { 1e6 });
+    Budget::new(mechanism, epsilon_limit, args.delta, orders.clone())?;
     let target_epsilon = args.target_epsilon.or(private.then_some(2.0));
     if let Some(t) = target_epsilon {
         DataDependentTarget::new(mechanism, t, args.delta, orders)?.check_reachable(teachers, classes)?;
@@ -134,11 +138,55 @@ pub fn plan(args: &LabArgs, pool: usize, classes: usize) -> anyhow::Result<Plan>
         teachers,
         queries,
         mechanism,
+        epsilon_limit,
         target_epsilon,
         semi_supervised: args.semi_supervised.unwrap_or(private),
         teacher_epochs: args.teacher_epochs.unwrap_or(if private { 40 } else { 10 }),
         student_epochs: args.student_epochs.unwrap_or(40),
-        student_model: args.student_model.unwrap_or(args.model),
-        query_batch: args.query_batch.unwrap_or(if private { 50 } else { 250 }),
+        // A CNN student costs no privacy and pays on images; 250 CNN
+        // teachers would not train in the lab's time on two cores.
+        student_model: args.student_model.unwrap_or(if private { ModelKind::Cnn } else { args.model }),
+        query_batch: args.query_batch.unwrap_or(if private { 10 } else { 250 }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct W {
+        #[command(flatten)]
+        args: LabArgs,
+    }
+
+    fn plan_of(flags: &[&str]) -> anyhow::Result<Plan> {
+        plan(&W::parse_from(std::iter::once("lab").chain(flags.iter().copied())).args, 9000, 10)
+    }
+
+    #[test]
+    fn the_defaults_are_the_private_configuration() {
+        let p = plan_of(&[]).expect("defaults");
+        assert_eq!(p.preset, Preset::Private);
+        assert_eq!((p.teachers, p.queries, p.query_batch), (250, 9000, 10));
+        assert_eq!(p.mechanism, Mechanism::ConfidentGnMax { threshold: 200.0, sigma1: 150.0, sigma2: 40.0 });
+        assert_eq!((p.epsilon_limit, p.target_epsilon), (2.0, Some(2.0)));
+        assert!(p.semi_supervised);
+        assert_eq!(p.student_model, ModelKind::Cnn);
+        let f = plan_of(&["--preset", "fast"]).expect("fast");
+        assert_eq!(f.mechanism, Mechanism::LnMax { scale: 2.0 });
+        assert_eq!((f.teachers, f.queries, f.epsilon_limit, f.target_epsilon), (20, 3000, 1e6, None));
+        assert!(!f.semi_supervised);
+        assert_eq!(f.student_model, ModelKind::Mlp);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let err = |flags: &[&str]| plan_of(flags).expect_err("bad input").to_string();
+        assert!(err(&["--queries", "9001"]).contains("exceeds the public pool"));
+        assert!(err(&["--teachers", "100", "--threshold", "101"]).contains("above the 100 teachers"));
+        assert!(err(&["--target-epsilon", "0.001"]).contains("cannot be met"));
+        assert!(err(&["--teachers", "0"]).contains("at least 1"));
+    }
 }
