@@ -13,11 +13,18 @@
 //! reservation into the realized charge; the service calls it inside the
 //! same blocking task as the ledger commit, so once the commit has run the
 //! charge is made even if nobody is left to receive the answer.
+//!
+//! With a `--target-epsilon`, the claim holds the batch's worst-case
+//! reservation against the data-dependent target as well (taken once the
+//! votes are in, before any noise is drawn): the commit settles it at the
+//! realized cost, a drop cancels it, and a refusal by the target gives the
+//! budget reservation back and counts the batch as refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pate_privacy::budget::{Budget, BudgetSnapshot};
+use pate_privacy::target::{DataDependentTarget, Reservation};
 use tokio::sync::watch;
 
 use crate::ledger::QueryRecord;
@@ -30,6 +37,8 @@ pub struct State {
     pub budget: Budget,
     /// Each student's own budget.
     pub students: StudentBudgets,
+    /// The `--target-epsilon` stop on the data-dependent epsilon, if set.
+    pub target: Option<DataDependentTarget>,
     /// Ids being answered; the receiver wakes when the owner lets go.
     in_flight: HashMap<String, watch::Receiver<()>>,
 }
@@ -39,7 +48,7 @@ pub type Shared = Arc<Mutex<State>>;
 
 /// A fresh shared state around the global and the students' budgets.
 pub fn shared(budget: Budget, students: StudentBudgets) -> Shared {
-    Arc::new(Mutex::new(State { budget, students, in_flight: HashMap::new() }))
+    Arc::new(Mutex::new(State { budget, students, target: None, in_flight: HashMap::new() }))
 }
 
 /// Locks the state. A panic while holding the lock cannot leave the budget
@@ -65,7 +74,7 @@ pub fn claim(shared: &Shared, id: &str, student: &str) -> Entry {
     }
     let (done, rx) = watch::channel(());
     st.in_flight.insert(id.to_string(), rx);
-    Entry::Owner(Claim { shared: Arc::clone(shared), id: id.to_string(), student: student.to_string(), reserved: 0, _done: done })
+    Entry::Owner(Claim { shared: Arc::clone(shared), id: id.to_string(), student: student.to_string(), reserved: 0, target: None, _done: done })
 }
 
 /// Waits until the owner of a busy id has let go (committed, failed or was
@@ -80,6 +89,7 @@ pub struct Claim {
     id: String,
     student: String,
     reserved: u64,
+    target: Option<Reservation>,
     // Dropped after `Drop::drop` has removed the id: wakes the waiters.
     _done: watch::Sender<()>,
 }
@@ -101,13 +111,39 @@ impl Claim {
         Ok(())
     }
 
-    /// Charges the committed `records` in place of the reservation and
-    /// lets go of the id. Call it right after the ledger commit.
-    /// Returns the global budget's state and the student's.
+    /// Reserves the worst case of answering `histograms` against the
+    /// data-dependent target, if one is set. A refusal gives this call's
+    /// budget reservation back and counts the batch as refused by the
+    /// global budget: no noise is drawn, nothing is charged.
+    pub fn reserve_target(&mut self, histograms: &[Vec<u32>]) -> Result<(), LabelError> {
+        let mut st = lock(&self.shared);
+        let State { budget, students, target, .. } = &mut *st;
+        let Some(t) = target.as_mut() else { return Ok(()) };
+        match t.reserve(histograms) {
+            Ok(r) => {
+                self.target = Some(r);
+                Ok(())
+            }
+            Err(e) => {
+                let n = std::mem::take(&mut self.reserved);
+                budget.release(n);
+                budget.restore_refused(n);
+                students.get(&self.student).release(n);
+                Err(LabelError::Target(e))
+            }
+        }
+    }
+
+    /// Charges the committed `records` in place of the reservation (and
+    /// settles the target's) and lets go of the id. Call it right after
+    /// the ledger commit. Returns the global budget's state and the student's.
     pub fn commit(mut self, records: &[QueryRecord]) -> (BudgetSnapshot, BudgetSnapshot) {
         let mut st = lock(&self.shared);
         let reserved = std::mem::take(&mut self.reserved);
-        let State { budget, students, .. } = &mut *st;
+        let State { budget, students, target, .. } = &mut *st;
+        if let (Some(t), Some(r)) = (target.as_mut(), self.target.take()) {
+            t.settle(r, records.iter().map(|q| (q.histogram.as_slice(), q.answer.is_some())));
+        }
         let own = students.get(&self.student);
         budget.release(reserved);
         own.release(reserved);
@@ -127,6 +163,9 @@ impl Drop for Claim {
         }
         st.budget.release(self.reserved);
         st.students.get(&self.student).release(self.reserved);
+        if let (Some(t), Some(r)) = (st.target.as_mut(), self.target.take()) {
+            t.cancel(r);
+        }
         st.in_flight.remove(&self.id);
     }
 }
@@ -162,6 +201,48 @@ mod tests {
         assert!((snap.epsilon_spent - 4.0).abs() < 1e-12);
         assert_eq!(lock(&s).budget.affordable(), 0, "the charge stays after the claim is gone");
         assert!(matches!(claim(&s, "a", "s"), Entry::Owner(_)), "commit lets go of the id");
+    }
+
+    #[test]
+    fn the_target_reservation_follows_the_claim() {
+        use pate_privacy::target::DataDependentTarget;
+        let m = Mechanism::GnMax { sigma: 20.0 };
+        let orders = default_orders();
+        let students = StudentBudgets::new(m, 1e9, 1e-5, orders.clone()).expect("budgets");
+        let s = shared(Budget::new(m, 1e9, 1e-5, orders.clone()).expect("budget"), students);
+        // One teacher, sigma 20: a handful of answers fit in epsilon 1.5.
+        lock(&s).target = Some(DataDependentTarget::new(m, 1.5, 1e-5, orders).expect("target"));
+        let hists = vec![vec![1, 0]; 2];
+        let answered = || QueryRecord { histogram: vec![1, 0], answer: Some(0), rdp: vec![0.0; default_orders().len()] };
+        let spent = |s: &Shared| lock(s).target.as_ref().expect("target").spent();
+
+        // Dropped after reserving: the next claim finds the same room.
+        let Entry::Owner(mut c) = claim(&s, "a", "s") else { panic!("free id") };
+        c.reserve(2).expect("budget");
+        c.reserve_target(&hists).expect("room");
+        drop(c);
+        assert_eq!(spent(&s), 0.0);
+        let mut fits = 0;
+        loop {
+            let Entry::Owner(mut c) = claim(&s, "a", "s") else { panic!("free id") };
+            c.reserve(2).expect("budget");
+            match c.reserve_target(&hists) {
+                Ok(()) => {
+                    c.commit(&[answered(), answered()]);
+                    fits += 1;
+                }
+                Err(e) => {
+                    assert!(matches!(e, LabelError::Target(_)), "{e}");
+                    // Refused: the budget reservation is back, counted as refused, nothing charged.
+                    let snap = lock(&s).budget.snapshot();
+                    assert_eq!((snap.queries_answered, snap.queries_refused), (2 * fits, 2));
+                    drop(c);
+                    break;
+                }
+            }
+            assert!(fits < 100, "never stopped");
+        }
+        assert!(fits > 1 && spent(&s) <= 1.5, "{fits} batches, spent {}", spent(&s));
     }
 
     #[tokio::test]

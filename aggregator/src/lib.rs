@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pate_privacy::budget::Budget;
 use pate_privacy::noise::NoisyMax;
+use pate_privacy::target::DataDependentTarget;
 use pate_privacy::{default_orders, Mechanism};
 use pate_proto::auth::RequireRole;
 use pate_proto::tls::TlsArgs;
@@ -84,6 +85,11 @@ pub struct Config {
     /// much global budget is left [default: the global --epsilon-limit].
     #[arg(long, env = "PATE_STUDENT_EPSILON_LIMIT")]
     pub student_epsilon_limit: Option<f64>,
+    /// Stop answering once the data-dependent epsilon (at --delta, with the noise actually drawn) of
+    /// everything answered could pass this target (PATE 2018 practice; refused queries cost nothing).
+    /// The guarantee is the released or the data-independent epsilon, not this one.
+    #[arg(long, env = "PATE_TARGET_EPSILON")]
+    pub target_epsilon: Option<f64>,
     /// Delta of the (epsilon, delta) guarantee; 0 means pure DP (LNMax only).
     #[arg(long, default_value_t = 1e-5, env = "PATE_DELTA")]
     pub delta: f64,
@@ -155,6 +161,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     tracing::info!(ledger = %config.ledger.display(), restored, students = known, epsilon = spent, student_limit, "budget restored");
 
     let addrs = config.teacher_addrs()?;
+    // A target no query can meet is an error now, before any teacher is asked
+    // (two classes and every configured teacher unanimous: the cheapest query).
+    let target = match config.target_epsilon {
+        None => None,
+        Some(eps) => {
+            let mut t = DataDependentTarget::new(mechanism, eps, config.delta, orders.clone())?;
+            t.check_reachable(addrs.len(), 2)?;
+            for q in ledger.queries().context("restoring the data-dependent epsilon from the ledger")? {
+                t.restore(&q.histogram, q.answer.is_some());
+            }
+            tracing::info!(target = eps, epsilon = t.spent(), "data-dependent target set");
+            Some(t)
+        }
+    };
     let quorum = config.quorum.unwrap_or(addrs.len() / 2 + 1);
     let secs = |s: f64, what: &str| Duration::try_from_secs_f64(s).with_context(|| format!("bad {what}: {s}"));
     let health_every = secs(config.health_interval, "--health-interval")?;
@@ -172,7 +192,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     metrics::budget(&budget.snapshot());
 
     let pool = std::sync::Arc::new(pool);
-    let service = AggregatorService::new(pool.clone(), budget, students, ledger, config.max_batch);
+    let service = AggregatorService::new(pool.clone(), budget, students, ledger, config.max_batch).with_target(target);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status(health::LIVENESS, tonic_health::ServingStatus::Serving).await;
     health::report(&reporter, pool.len(), pool.quorum()).await;

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use pate_privacy::budget::{Budget, BudgetError, BudgetSnapshot};
 use pate_privacy::noise::{NoiseError, NoisyMax};
+use pate_privacy::target::{DataDependentTarget, TargetError};
 use pate_proto::auth::Caller;
 use pate_proto::v1::{self, aggregator_server::Aggregator};
 use pate_proto::Samples;
@@ -35,6 +36,9 @@ pub enum LabelError {
         /// The refusal.
         source: BudgetError,
     },
+    /// Answering could pass the target data-dependent epsilon.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// Too few teachers answered.
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -55,7 +59,7 @@ impl From<LabelError> for Status {
         match err {
             LabelError::Input(e) => e.into(),
             LabelError::NoRequestId | LabelError::Ledger(LedgerError::ReusedId(_)) => Status::invalid_argument(msg),
-            LabelError::Budget(_) | LabelError::StudentBudget { .. } => Status::resource_exhausted(msg),
+            LabelError::Budget(_) | LabelError::StudentBudget { .. } | LabelError::Target(_) => Status::resource_exhausted(msg),
             LabelError::Pool(_) => Status::unavailable(msg),
             LabelError::Noise(_) | LabelError::Ledger(_) | LabelError::Worker(_) => Status::internal(msg),
         }
@@ -124,6 +128,13 @@ impl AggregatorService {
         }
     }
 
+    /// Stops answering once the data-dependent epsilon could pass the
+    /// target's; `target` must already hold what the ledger recorded.
+    pub fn with_target(self, target: Option<DataDependentTarget>) -> Self {
+        lock(&self.state).target = target;
+        self
+    }
+
     fn budget_now(&self, caller: &str) -> v1::BudgetState {
         let mut st = lock(&self.state);
         let own = st.students.get(caller).snapshot();
@@ -175,8 +186,16 @@ impl AggregatorService {
             return Err(e);
         }
         // If this future is dropped from here on (the client went away),
-        // the claim's drop releases the reservation and the id.
-        let (records, (snapshot, own)) = self.answer(claim, &id, &digest, &samples, &student).await?;
+        // the claim's drop releases the reservations and the id.
+        let answered = self.answer(claim, &id, &digest, &samples, &student).await;
+        if let Err(LabelError::Target(e)) = &answered {
+            // The claim is gone: a duplicate of this id may already be
+            // asking; it finds no answer and is refused in its turn.
+            let key = id.clone();
+            self.with_ledger(move |l| l.record_refusal(&key, n)).await?;
+            tracing::warn!(request_id = %id, n, caller = %student, error = %e, "refused: target epsilon reached");
+        }
+        let (records, (snapshot, own)) = answered?;
         let labels: Vec<i32> = records.iter().map(|r| r.answer.map_or(-1, i32::from)).collect();
         let abstained = labels.iter().filter(|&&l| l < 0).count();
         crate::metrics::answered(labels.len() as u64 - abstained as u64, abstained as u64);
@@ -189,11 +208,12 @@ impl AggregatorService {
         self.mechanism.name()
     }
 
-    /// Collects votes, draws the noisy answers, commits them to the ledger
-    /// and charges them, in that order.
+    /// Collects votes, reserves against the data-dependent target, draws
+    /// the noisy answers, commits them to the ledger and charges them, in
+    /// that order.
     async fn answer(
         &self,
-        claim: Claim,
+        mut claim: Claim,
         id: &str,
         digest: &str,
         samples: &Samples,
@@ -201,6 +221,9 @@ impl AggregatorService {
     ) -> Result<(Vec<QueryRecord>, (BudgetSnapshot, BudgetSnapshot)), LabelError> {
         let votes = self.pool.collect_votes(id, samples).await?;
         let hists = histograms(&votes, samples.n, self.pool.classes());
+        // The target's worst case is reserved before any noise is drawn: a
+        // refused batch has released nothing and costs nothing.
+        claim.reserve_target(&hists)?;
         let (cost_answered, cost_declined) = {
             let st = lock(&self.state);
             (st.budget.query_cost(true), st.budget.query_cost(false))

@@ -11,6 +11,7 @@ use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
 use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
 use pate_ml::model::ModelKind;
+use pate_ml::semi::{train_semi, SemiSupervised};
 use pate_ml::train::{accuracy, predict, TrainConfig};
 use pate_ml::trigger::{poison_indices, Corner, Pattern, PoisonSpec, Trigger};
 use rand::seq::SliceRandom;
@@ -53,6 +54,17 @@ pub struct Config {
     /// Training epochs of the student.
     #[arg(long, default_value_t = 40, env = "PATE_EPOCHS")]
     pub epochs: usize,
+    /// Semi-supervised training: also learn from the unlabelled rest of the
+    /// public pool with a FixMatch-style consistency loss (no privacy cost).
+    #[arg(long, env = "PATE_SEMI_SUPERVISED")]
+    pub semi_supervised: bool,
+    /// Semi-supervised: weight of the consistency loss on unlabelled items.
+    #[arg(long, default_value_t = 1.0, env = "PATE_UNLABELLED_WEIGHT")]
+    pub unlabelled_weight: f64,
+    /// Semi-supervised: a pseudo-label is used only where the model's top
+    /// probability on the weak view reaches this.
+    #[arg(long, default_value_t = 0.95, env = "PATE_PSEUDO_CONFIDENCE")]
+    pub pseudo_confidence: f64,
     /// Seconds to keep retrying an aggregator that is not up yet, or that
     /// is briefly unavailable mid-run (restarting, below its quorum):
     /// retries reuse the request id, so they are never charged twice.
@@ -143,6 +155,10 @@ pub struct StudentReport {
     pub public_triggered: usize,
 }
 
+/// Labelled items per step of semi-supervised training: the student has few
+/// labels, so small batches give it enough steps per epoch.
+const SEMI_BATCH: usize = 32;
+
 /// Picks `queries` pool indices with a seeded shuffle.
 pub fn pick_queries(pool_len: usize, queries: usize, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..pool_len).collect();
@@ -180,16 +196,41 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
     tracing::info!(answered = train_set.len(), label_accuracy, "training student");
 
     let train_start = std::time::Instant::now();
+    // Semi-supervised: the unlabelled rest of the pool, pristine (never
+    // stamped), without the items the aggregator labelled.
+    let semi = config.semi_supervised.then(|| {
+        let answered: std::collections::HashSet<usize> = labelled.items.iter().map(|&i| picked[i]).collect();
+        let rest: Vec<usize> = (0..split.pool.len()).filter(|i| !answered.contains(i)).collect();
+        // The strong view's shift and cutout scale with the image (3 and 8
+        // pixels on 28x28, as FixMatch's defaults on 32x32).
+        let side = split.pool.rows.min(split.pool.cols);
+        let s = SemiSupervised {
+            unlabelled_weight: config.unlabelled_weight,
+            confidence: config.pseudo_confidence,
+            strong_shift: (side / 9).max(1),
+            cutout: side * 2 / 7,
+            ..SemiSupervised::default()
+        };
+        (split.pool.select(&rest), s)
+    });
+    let batch_size = if semi.is_some() { SEMI_BATCH } else { TrainConfig::default().batch_size };
     let (cfg, kind, eval, out) = (
-        TrainConfig { epochs: config.epochs, seed: config.seed, ..TrainConfig::default() },
+        TrainConfig { epochs: config.epochs, seed: config.seed, batch_size, ..TrainConfig::default() },
         config.model,
         split.eval,
         config.out.clone(),
     );
     let student_accuracy = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let trained = pate_ml::train::train(kind, &train_set, classes, &cfg, &mut |r| {
+        let mut log = |r: pate_ml::train::EpochReport| {
             tracing::debug!(epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, "student epoch");
-        })?;
+        };
+        let trained = match &semi {
+            None => pate_ml::train::train(kind, &train_set, classes, &cfg, &mut log)?,
+            Some((unlabelled, s)) => {
+                tracing::info!(unlabelled = unlabelled.len(), "semi-supervised training");
+                train_semi(kind, &train_set, unlabelled, classes, &cfg, s, &mut log)?
+            }
+        };
         let acc = accuracy(&predict(&trained.model, &eval.images, 512)?, &eval.labels);
         let meta = ModelMeta::of_training(&trained, &train_set, (0, 1), None)?;
         checkpoint::save(&out.join("model"), &trained, &meta)?;

@@ -11,7 +11,7 @@ fn lab_runs_the_whole_pipeline_on_real_data() {
     let out = dir.path().join("lab");
     let bin_dir = common::bin("pate-teacher").parent().expect("bin dir").to_path_buf();
     let status = Command::new(common::bin("pate"))
-        .args(["lab", "--teachers", "5", "--queries", "400", "--teacher-epochs", "3", "--student-epochs", "30"])
+        .args(["lab", "--preset", "fast", "--teachers", "5", "--queries", "400", "--teacher-epochs", "3", "--student-epochs", "30"])
         .args(["--noise-scale", "1", "--delta", "0", "--jobs", "2"])
         .arg("--bin-dir")
         .arg(&bin_dir)
@@ -52,14 +52,14 @@ fn lab_runs_the_whole_pipeline_on_real_data() {
 
 /// Any IDX dataset works: scikit-learn's 8x8 handwritten digits (shipped in
 /// tests/data/digits), 1,397 training and 400 test items, with the split
-/// moved by --eval-size.
+/// moved by --eval-size. The pool is 400 - 200 = 200 items.
 #[test]
 fn lab_runs_on_another_idx_dataset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("lab");
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
     let status = Command::new(common::bin("pate"))
-        .args(["lab", "--data", data, "--teachers", "3", "--queries", "500", "--eval-size", "200"])
+        .args(["lab", "--preset", "fast", "--data", data, "--teachers", "3", "--queries", "200", "--eval-size", "200"])
         .args(["--teacher-epochs", "20", "--noise-scale", "0.5", "--delta", "0"])
         .arg("--out")
         .arg(&out)
@@ -68,8 +68,19 @@ fn lab_runs_on_another_idx_dataset() {
     assert!(status.success(), "pate lab failed: {status}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).expect("json");
-    // The pool is 400 - 200 = 200 items, so 500 queries are capped at 200.
     assert_eq!(report["queries_asked"], 200, "{report}");
     assert_eq!(report["queries_answered"], 200);
     assert!(report["student_accuracy"].as_f64().expect("accuracy") > 0.6, "{report}");
+
+    // Again on the same teachers: none is trained twice.
+    let o = Command::new(common::bin("pate"))
+        .args(["lab", "--preset", "fast", "--data", data, "--teachers", "3", "--queries", "200", "--eval-size", "200"])
+        .args(["--teacher-epochs", "20", "--noise-scale", "0.5", "--delta", "0", "--reuse-teachers"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run pate lab");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "pate lab --reuse-teachers failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("reusing 3 teachers") && !stdout.contains("trained teacher"), "{stdout}");
 }

@@ -120,7 +120,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     println!("  ensemble accuracy {:.4}, ASR {:.4} (noise-free); noisy aggregate ASR {:.4}", ensemble.accuracy, ensemble.asr, noisy.asr);
 
     // The student of the attacked ensemble.
-    let settings = AggregatorSettings { noise_scale: args.noise_scale, epsilon_limit: args.epsilon_limit, delta: args.delta };
+    let settings = AggregatorSettings::lnmax(args.noise_scale, args.epsilon_limit, args.delta);
     let agg = parties::start_aggregator(children, &bins.aggregator, "aggregator", &addrs[..n], &args.out.join("ledger.db"), settings, &dirs, &tls).await?;
     let student_out = args.out.join("student");
     println!("  student learning from the attacked ensemble");

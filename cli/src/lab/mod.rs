@@ -4,6 +4,7 @@
 
 pub mod ensemble;
 pub mod parties;
+pub mod preset;
 pub mod procs;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,10 @@ use pate_ml::train::accuracy;
 use serde::{Deserialize, Serialize};
 
 use parties::{AggregatorSettings, Bins, PartyTls, RunDirs};
+use pate_aggregator::MechanismKind;
+use pate_privacy::release::ReleaseParams;
+use pate_privacy::Mechanism;
+use preset::{Plan, Preset};
 use procs::{run_bounded, Children};
 
 /// What a lab runs.
@@ -24,30 +29,65 @@ pub struct LabArgs {
     /// /usr/share/datasets/fashion-mnist, then the download cache].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Number of teachers (disjoint partitions of the training split).
-    #[arg(long, default_value_t = 20, env = "PATE_TEACHERS_N")]
-    pub teachers: usize,
-    /// Pool items the student asks labels for (capped at the pool's size).
-    #[arg(long, default_value_t = 3000, env = "PATE_QUERIES")]
-    pub queries: usize,
+    /// Starting configuration: private (250 MLP teachers, Confident-GNMax,
+    /// a data-dependent target epsilon, semi-supervised CNN student; see
+    /// docs/PRIVATE_LAB.md) or fast (quick, not private: smoke tests).
+    /// Explicit flags override it.
+    #[arg(long, value_enum, default_value = "private", env = "PATE_PRESET")]
+    pub preset: Preset,
+    /// Number of teachers (disjoint partitions of the training split) [fast: 20, private: 250].
+    #[arg(long, env = "PATE_TEACHERS_N")]
+    pub teachers: Option<usize>,
+    /// Pool items the student asks labels for [fast: 3000, private: the whole pool]; more than the pool is an error.
+    #[arg(long, env = "PATE_QUERIES")]
+    pub queries: Option<usize>,
     /// The last K test items are the student's labelled evaluation set.
     #[arg(long, default_value_t = 1000, env = "PATE_EVAL_SIZE")]
     pub eval_size: usize,
+    /// Aggregation mechanism [fast: lnmax, private: confident-gnmax].
+    #[arg(long, value_enum, env = "PATE_MECHANISM")]
+    pub mechanism: Option<MechanismKind>,
     /// LNMax Laplace scale b (each answer costs 2/b pure epsilon).
     #[arg(long, default_value_t = 2.0, env = "PATE_NOISE_SCALE")]
     pub noise_scale: f64,
-    /// Model architecture of teachers and student.
+    /// GNMax noise [default: 0.16 x teachers].
+    #[arg(long, env = "PATE_SIGMA")]
+    pub sigma: Option<f64>,
+    /// Confident-GNMax threshold on the top vote count [default: 0.8 x teachers].
+    #[arg(long, env = "PATE_THRESHOLD")]
+    pub threshold: Option<f64>,
+    /// Confident-GNMax noise of the threshold check [default: 0.6 x teachers].
+    #[arg(long, env = "PATE_SIGMA1")]
+    pub sigma1: Option<f64>,
+    /// Confident-GNMax noise of the answer [default: 0.16 x teachers].
+    #[arg(long, env = "PATE_SIGMA2")]
+    pub sigma2: Option<f64>,
+    /// Stop answering once the data-dependent epsilon could pass this [fast: none, private: 2].
+    #[arg(long, env = "PATE_TARGET_EPSILON")]
+    pub target_epsilon: Option<f64>,
+    /// Semi-supervised student (consistency loss on the unlabelled pool) [fast: false, private: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", env = "PATE_SEMI_SUPERVISED")]
+    pub semi_supervised: Option<bool>,
+    /// Samples per Label call of the student [fast: 250, private: 10: the budget reserves a whole batch's worst case, so small batches waste less of it].
+    #[arg(long, env = "PATE_QUERY_BATCH")]
+    pub query_batch: Option<usize>,
+    /// Model architecture of the teachers (and of the student unless --student-model).
     #[arg(long, default_value = "mlp", env = "PATE_MODEL")]
     pub model: ModelKind,
-    /// Teacher training epochs.
-    #[arg(long, default_value_t = 10)]
-    pub teacher_epochs: usize,
-    /// Student training epochs.
-    #[arg(long, default_value_t = 40)]
-    pub student_epochs: usize,
-    /// Privacy budget; queries past it are refused.
-    #[arg(long, default_value_t = 1e6, env = "PATE_EPSILON_LIMIT")]
-    pub epsilon_limit: f64,
+    /// Model architecture of the student [fast: --model, private: cnn].
+    #[arg(long, env = "PATE_STUDENT_MODEL")]
+    pub student_model: Option<ModelKind>,
+    /// Teacher training epochs [fast: 10, private: 40].
+    #[arg(long)]
+    pub teacher_epochs: Option<usize>,
+    /// Student training epochs [default: 40].
+    #[arg(long)]
+    pub student_epochs: Option<usize>,
+    /// Data-independent privacy budget at --delta; queries that could pass
+    /// it are refused [fast: 1e6, private: 2, which makes `epsilon <= 2` a
+    /// guarantee whatever the votes].
+    #[arg(long, env = "PATE_EPSILON_LIMIT")]
+    pub epsilon_limit: Option<f64>,
     /// Delta of the reported (epsilon, delta); 0 reports pure epsilon.
     #[arg(long, default_value_t = 1e-5, env = "PATE_DELTA")]
     pub delta: f64,
@@ -57,6 +97,13 @@ pub struct LabArgs {
     /// Teachers trained at once [default: the number of CPU cores].
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Keep every teacher already trained under `<out>/teachers/<i>` (a
+    /// checkpoint with its meta.json) instead of training it again: for
+    /// re-running the aggregation and the student on the same teachers.
+    /// Nothing checks that they were trained with today's flags, and
+    /// `train_teachers_seconds` covers only the ones trained now.
+    #[arg(long)]
+    pub reuse_teachers: bool,
     /// Where the teacher, aggregator and student binaries are [default: beside `pate`].
     #[arg(long, env = "PATE_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
@@ -79,17 +126,30 @@ pub struct LabReport {
     pub queries_asked: usize,
     /// Queries answered with a label.
     pub queries_answered: usize,
-    /// Data-independent epsilon spent.
+    /// The guarantee this run stands behind, at `delta`: the smaller of
+    /// `epsilon_released` and `epsilon_data_independent`.
     pub epsilon: f64,
+    /// Data-independent epsilon of the answers (what the aggregator's
+    /// budget enforces): a guarantee that depends on nothing but the
+    /// mechanism and the number of answers.
+    pub epsilon_data_independent: f64,
     /// Data-dependent epsilon of the same answers, from the ledger's vote
-    /// histograms (for the operator; releasing it exactly leaks, see
-    /// `pate privacy report` for the smooth-sensitivity release). Absent
-    /// for pure DP (delta 0).
-    pub data_dependent_epsilon: Option<f64>,
-    /// Delta of that epsilon (0 for pure DP).
+    /// histograms with the integer noise actually drawn: NOT a guarantee by
+    /// itself (it depends on the votes; publishing it exactly leaks).
+    /// Absent for pure DP (delta 0).
+    pub epsilon_data_dependent: Option<f64>,
+    /// The data-dependent epsilon released with smooth sensitivity (one
+    /// draw, PATE 2018 appendix C), including the cost of the release: a
+    /// guarantee. Absent for LNMax, pure DP, or when no query was answered.
+    pub epsilon_released: Option<f64>,
+    /// The parameters of that release (order, beta, noise).
+    pub release: Option<ReleaseParams>,
+    /// Delta of every epsilon here (0 for pure DP).
     pub delta: f64,
-    /// Laplace scale used.
-    pub noise_scale: f64,
+    /// The resolved configuration (preset, mechanism, target, student).
+    pub plan: Plan,
+    /// Queries refused (budget or target).
+    pub queries_refused: usize,
     /// Student accuracy on the evaluation set.
     pub student_accuracy: f64,
     /// Noise-free plurality vote of all teachers on the evaluation set.
@@ -139,27 +199,34 @@ pub async fn run(args: LabArgs) -> anyhow::Result<LabReport> {
 
 async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<LabReport> {
     let started = Instant::now();
-    anyhow::ensure!(args.teachers > 0, "--teachers must be at least 1");
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let data_dir = resolve_data_dir(args.data.as_deref())?;
     let dd = data_dir.clone();
     let data = tokio::task::spawn_blocking(move || load_idx_dir(&dd)).await??;
     let split = student_split(&data.test, args.eval_size)?;
-    anyhow::ensure!(args.teachers <= data.train.len(), "--teachers {} exceeds the {} training items", args.teachers, data.train.len());
+    // Every bad input is refused here, before any teacher is trained.
+    let plan = preset::plan(args, split.pool.len(), data.num_classes())?;
+    anyhow::ensure!(plan.teachers <= data.train.len(), "--teachers {} exceeds the {} training items", plan.teachers, data.train.len());
     let out = args.out.clone();
     let dirs = RunDirs::create(&out)?;
     let logs = dirs.logs.clone();
-    let tls = PartyTls::provision(&out, args.teachers, 1, args.insecure)?;
-    println!("pate lab: {} teachers ({}), {} queries, Laplace scale {}, data {}", args.teachers, args.model, args.queries, args.noise_scale, data_dir.display());
+    let tls = PartyTls::provision(&out, plan.teachers, 1, args.insecure)?;
+    println!("pate lab ({:?}): {} ({} teachers, {} student), data {}", plan.preset, plan.describe(), args.model, plan.student_model, data_dir.display());
 
     // 1. Train the teachers, bounded by the cores.
     let t = Instant::now();
-    let jobs = (0..args.teachers)
+    let trained = |i: usize| args.reuse_teachers && out.join(format!("teachers/{i}/meta.json")).is_file();
+    let reused = (0..plan.teachers).filter(|&i| trained(i)).count();
+    if reused > 0 {
+        println!("  reusing {reused} teachers already trained under {}", out.join("teachers").display());
+    }
+    let jobs = (0..plan.teachers)
+        .filter(|&i| !trained(i))
         .map(|i| {
             let a = vec![
-                s("train"), s("--data"), path_arg(&data_dir), s("--partition"), s(i), s("--partitions"), s(args.teachers),
+                s("train"), s("--data"), path_arg(&data_dir), s("--partition"), s(i), s("--partitions"), s(plan.teachers),
                 s("--partition-seed"), s(args.seed), s("--seed"), s(args.seed + i as u64), s("--model"), s(args.model),
-                s("--epochs"), s(args.teacher_epochs), s("--out"), path_arg(&out.join(format!("teachers/{i}"))),
+                s("--epochs"), s(plan.teacher_epochs), s("--out"), path_arg(&out.join(format!("teachers/{i}"))),
             ];
             (bins.teacher.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
         })
@@ -170,10 +237,15 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
 
     // 2. Serve the teachers, then the aggregator.
     let t = Instant::now();
-    let named: Vec<(String, PathBuf)> = (0..args.teachers).map(|i| (format!("teacher-{i}"), out.join(format!("teachers/{i}")))).collect();
+    let named: Vec<(String, PathBuf)> = (0..plan.teachers).map(|i| (format!("teacher-{i}"), out.join(format!("teachers/{i}")))).collect();
     let teacher_addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls).await?;
     println!("  {} teachers serving", teacher_addrs.len());
-    let settings = AggregatorSettings { noise_scale: args.noise_scale, epsilon_limit: args.epsilon_limit, delta: args.delta };
+    let settings = AggregatorSettings {
+        mechanism: plan.mechanism,
+        epsilon_limit: plan.epsilon_limit,
+        delta: args.delta,
+        target_epsilon: plan.target_epsilon,
+    };
     let aggregator_addr =
         parties::start_aggregator(children, &bins.aggregator, "aggregator", &teacher_addrs, &out.join("ledger.db"), settings, &dirs, &tls)
             .await?;
@@ -191,21 +263,29 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     // 4. The student, as its own process.
     let t = Instant::now();
     let student_out = out.join("student");
-    let a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&data_dir), s("--eval-size"), s(args.eval_size),
-        s("--queries"), s(args.queries), s("--seed"), s(args.seed), s("--model"), s(args.model), s("--epochs"), s(args.student_epochs),
-        s("--out"), path_arg(&student_out)];
+    let mut a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&data_dir), s("--eval-size"), s(args.eval_size),
+        s("--queries"), s(plan.queries), s("--query-batch"), s(plan.query_batch), s("--seed"), s(args.seed), s("--model"), s(plan.student_model),
+        s("--epochs"), s(plan.student_epochs), s("--out"), path_arg(&student_out)];
+    if plan.semi_supervised {
+        a.push(s("--semi-supervised"));
+    }
     let sr = parties::run_student(children, &bins.student, &a, &student_out, &logs.join("student.log"), &tls).await?;
     let student_seconds = t.elapsed().as_secs_f64();
     let ledger = crate::privacy::ledger_report(&out.join("ledger.db"), args.delta, pate_privacy::Conversion::Classic)?;
+    let released = released_epsilon(&plan.mechanism, ledger.analysis.as_ref())?;
 
     let report = LabReport {
-        num_teachers: args.teachers,
+        num_teachers: plan.teachers,
         queries_asked: sr.queries_asked,
         queries_answered: sr.queries_answered,
-        epsilon: sr.epsilon,
-        data_dependent_epsilon: ledger.data_dependent_epsilon,
+        epsilon: released.as_ref().map_or(ledger.data_independent_epsilon, |(e, _)| e.min(ledger.data_independent_epsilon)),
+        epsilon_data_independent: ledger.data_independent_epsilon,
+        epsilon_data_dependent: ledger.data_dependent_epsilon,
+        epsilon_released: released.as_ref().map(|(e, _)| *e),
+        release: released.map(|(_, p)| p),
         delta: sr.delta,
-        noise_scale: args.noise_scale,
+        plan: plan.clone(),
+        queries_refused: sr.queries_refused,
         student_accuracy: sr.student_accuracy,
         ensemble_accuracy,
         teacher_accuracies,
@@ -222,6 +302,17 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     print_summary(&report, &out);
     Ok(report)
+}
+
+/// Draws the released epsilon once (each draw is a release and costs its
+/// share: the lab draws exactly one and records it), from the ledger's
+/// analysis; `None` for LNMax or when there is nothing to release.
+fn released_epsilon(m: &Mechanism, analysis: Option<&pate_privacy::AnalysisReport>) -> anyhow::Result<Option<(f64, ReleaseParams)>> {
+    if matches!(m, Mechanism::LnMax { .. }) {
+        return Ok(None);
+    }
+    let Some(p) = analysis.and_then(|a| a.release.clone()) else { return Ok(None) };
+    Ok(Some((pate_privacy::release::draw_released(&p)?, p)))
 }
 
 /// Resolves with an error as soon as a server child dies.
@@ -243,10 +334,14 @@ pub(crate) fn print_summary(r: &LabReport, out: &Path) {
     println!("  {:<34} {:>12}", "queries answered / asked", format!("{}/{}", r.queries_answered, r.queries_asked));
     println!("  {:<34} {:>12.4}", "released label accuracy", r.label_accuracy);
     println!("  {:<34} {:>12.4}", "student accuracy", r.student_accuracy);
-    println!("  {:<34} {:>12}", "epsilon (data-independent)", format!("{:.2}", r.epsilon));
-    if let Some(eps) = r.data_dependent_epsilon {
+    println!("  {:<34} {:>12}", "epsilon (data-independent)", format!("{:.2}", r.epsilon_data_independent));
+    if let Some(eps) = r.epsilon_data_dependent {
         println!("  {:<34} {:>12}", "epsilon (data-dependent, operator)", format!("{eps:.2}"));
     }
+    if let Some(eps) = r.epsilon_released {
+        println!("  {:<34} {:>12}", "epsilon (released, smooth sens.)", format!("{eps:.2}"));
+    }
+    println!("  {:<34} {:>12}", "epsilon (guarantee)", format!("{:.2}", r.epsilon));
     println!("  {:<34} {:>12}", "delta", format!("{:e}", r.delta));
     println!("  {:<34} {:>12}", "wall time (s)", format!("{:.1}", r.total_seconds));
     println!("\n  report: {}", out.join("report.json").display());

@@ -122,15 +122,40 @@ pub async fn serve_teachers(
     Ok(addrs)
 }
 
-/// An aggregator's LNMax settings.
+/// An aggregator's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AggregatorSettings {
-    /// Laplace scale b.
-    pub noise_scale: f64,
-    /// Privacy budget.
+    /// Noise mechanism and its parameters.
+    pub mechanism: pate_privacy::Mechanism,
+    /// Privacy budget (data-independent).
     pub epsilon_limit: f64,
     /// Delta of the reported epsilon.
     pub delta: f64,
+    /// Stop once the data-dependent epsilon would pass this.
+    pub target_epsilon: Option<f64>,
+}
+
+impl AggregatorSettings {
+    /// LNMax with Laplace scale `noise_scale`, no target.
+    pub fn lnmax(noise_scale: f64, epsilon_limit: f64, delta: f64) -> Self {
+        AggregatorSettings { mechanism: pate_privacy::Mechanism::LnMax { scale: noise_scale }, epsilon_limit, delta, target_epsilon: None }
+    }
+
+    /// The aggregator's flags for these settings.
+    pub fn args(&self) -> Vec<String> {
+        use pate_privacy::Mechanism::*;
+        let mut a = match self.mechanism {
+            LnMax { scale } => vec![s("--mechanism"), s("lnmax"), s("--noise-scale"), s(scale)],
+            GnMax { sigma } => vec![s("--mechanism"), s("gnmax"), s("--sigma"), s(sigma)],
+            ConfidentGnMax { threshold, sigma1, sigma2 } => vec![s("--mechanism"), s("confident-gnmax"), s("--threshold"), s(threshold),
+                s("--sigma1"), s(sigma1), s("--sigma2"), s(sigma2)],
+        };
+        a.extend([s("--epsilon-limit"), s(self.epsilon_limit), s("--delta"), s(self.delta)]);
+        if let Some(t) = self.target_epsilon {
+            a.extend([s("--target-epsilon"), s(t)]);
+        }
+        a
+    }
 }
 
 /// Starts an aggregator process named `name` over `teachers` (quorum: all of
@@ -151,8 +176,8 @@ pub async fn start_aggregator(
     let addr_file = dirs.run.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&addr_file);
     let mut a = vec![s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file), s("--ledger"), path_arg(ledger),
-        s("--mechanism"), s("lnmax"), s("--noise-scale"), s(settings.noise_scale), s("--epsilon-limit"), s(settings.epsilon_limit),
-        s("--delta"), s(settings.delta), s("--quorum"), s(teachers.len())];
+        s("--quorum"), s(teachers.len())];
+    a.extend(settings.args());
     teachers.iter().for_each(|t| a.extend([s("--teacher"), t.to_string()]));
     a.extend(tls.args(Role::Aggregator).to_args());
     let log = dirs.logs.join(format!("{name}.log"));
