@@ -5,6 +5,7 @@ mod data;
 mod experiment;
 mod lab;
 mod privacy;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use pate_proto::runtime::init_tracing;

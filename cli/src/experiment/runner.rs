@@ -1,8 +1,9 @@
 //! `pate experiment run FILE.toml`: runs every cell of a grid (teachers
 //! come from a shared cache, so cells with the same teacher configuration
-//! train them once), shows progress, and writes `results.csv`, `report.md`
-//! and the plots. A cell whose `report.json` is already there for the same
-//! configuration is not run again, so an interrupted grid resumes.
+//! train them once), shows progress (a bar of cells on a terminal), and
+//! writes `results.csv`, `report.md` and the plots. A cell whose
+//! `report.json` is already there for the same configuration is not run
+//! again, so an interrupted grid resumes.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use super::backdoor::{self, BackdoorReport, Mode};
 use super::grid::{self, Cell};
 use super::plots;
+use crate::progress::{say, Bar};
 
 /// Arguments of `pate experiment run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -67,10 +69,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cache = args.cache.clone().unwrap_or_else(|| out.join("cache"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let total = grid.cells.len();
-    println!("pate experiment run {}: {total} cells, output {}", args.file.display(), out.display());
+    say!("pate experiment run {}: {total} cells, output {}", args.file.display(), out.display());
     let started = Instant::now();
     let mut rows = Vec::with_capacity(total);
+    let bar = Bar::cells(total);
     for (i, cell) in grid.cells.iter().enumerate() {
+        bar.message(cell.slug());
         let dir = out.join("cells").join(format!("{i:03}-{}", cell.slug()));
         let heading = format!("[{:>3}/{total}] {} ({:.0}s elapsed)", i + 1, cell.slug(), started.elapsed().as_secs_f64());
         let report: BackdoorReport = run_cell(&dir, cell, &heading, || {
@@ -81,12 +85,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rows.push(Row { cell: cell.clone(), report });
         std::fs::write(out.join("results.csv"), csv(&rows)?)?;
         std::fs::write(out.join("report.md"), markdown(&rows, &args.file))?;
+        bar.inc(1);
     }
+    drop(bar);
     let written = plots::draw_all(&rows, &out)?;
-    println!("\n{total} cells in {:.0}s; wrote {}, {} and {} plots", started.elapsed().as_secs_f64(),
+    say!("\n{total} cells in {:.0}s; wrote {}, {} and {} plots", started.elapsed().as_secs_f64(),
         out.join("results.csv").display(), out.join("report.md").display(), written.len());
     for p in written {
-        println!("  {}", p.display());
+        say!("  {}", p.display());
     }
     Ok(())
 }
@@ -108,9 +114,9 @@ where
         .then(|| std::fs::read(dir.join("report.json")).ok())
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    println!("\n{heading}");
+    say!("\n{heading}");
     if let Some(r) = cached {
-        println!("  done before; reusing {}", dir.join("report.json").display());
+        say!("  done before; reusing {}", dir.join("report.json").display());
         return Ok(r);
     }
     let _ = std::fs::remove_dir_all(dir);
