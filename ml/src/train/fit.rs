@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::ParamsAdamW;
+use candle_nn::{ParamsAdamW, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -73,13 +73,7 @@ pub(super) fn train_impl(
         ));
     }
     let device = Device::Cpu;
-    let (model, varmap) = Classifier::new_seeded(kind, images.rows, images.cols, classes, cfg.seed, &device)?;
-    let params = ParamsAdamW {
-        lr: cfg.learning_rate,
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    };
-    let mut opt = FusedAdamW::new(varmap.all_vars(), params)?;
+    let (model, varmap, mut opt) = fresh(kind, images, classes, cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_5eed_5eed_5eed);
     // A stream of its own, so that training without shifts is unchanged.
     let mut shift_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5817_7ed5_5817_7ed5);
@@ -111,10 +105,9 @@ pub(super) fn train_impl(
                     distil::loss(&logits, &p, loss)?
                 }
             };
-            opt.backward_step(&loss)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * idx.len() as f64;
-            let hit = logits.argmax(D::Minus1)?.eq(&want)?.to_dtype(DType::U32)?.sum_all()?;
-            correct += hit.to_scalar::<u32>()? as usize;
+            let (l, c) = step(&mut opt, &loss, &logits, &want, idx.len())?;
+            loss_sum += l;
+            correct += c;
         }
         finish_epoch(epoch, loss_sum, correct, images.len(), start, progress)?;
     }
@@ -126,6 +119,40 @@ pub(super) fn train_impl(
         cols: images.cols,
         classes,
     })
+}
+
+/// One AdamW step on a minibatch's `loss`, for every training loop here:
+/// the loss summed over the batch's `n` items, and how many of `logits`'
+/// argmaxes hit `want`.
+pub(crate) fn step(
+    opt: &mut FusedAdamW,
+    loss: &Tensor,
+    logits: &Tensor,
+    want: &Tensor,
+    n: usize,
+) -> Result<(f64, usize), TrainError> {
+    opt.backward_step(loss)?;
+    let loss_sum = f64::from(loss.to_scalar::<f32>()?) * n as f64;
+    let hit = logits.argmax(D::Minus1)?.eq(want)?.to_dtype(DType::U32)?.sum_all()?;
+    Ok((loss_sum, hit.to_scalar::<u32>()? as usize))
+}
+
+/// A fresh `kind` model for `images` (weights from `cfg.seed`) and its
+/// AdamW optimiser: where every training loop from scratch starts.
+pub(crate) fn fresh(
+    kind: ModelKind,
+    images: &Images,
+    classes: usize,
+    cfg: &TrainConfig,
+) -> Result<(Classifier, VarMap, FusedAdamW), TrainError> {
+    let (model, varmap) = Classifier::new_seeded(kind, images.rows, images.cols, classes, cfg.seed, &Device::Cpu)?;
+    let params = ParamsAdamW {
+        lr: cfg.learning_rate,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
+    let opt = FusedAdamW::new(varmap.all_vars(), params)?;
+    Ok((model, varmap, opt))
 }
 
 /// Closes one epoch of any training loop here: the mean loss over `n`

@@ -24,7 +24,7 @@ pub mod predict;
 pub(crate) use batch::{batch_tensor, shifted_batch_tensor};
 pub use batch::images_to_tensor;
 pub use distil::{train_distil, train_soft, Distillation};
-pub(crate) use fit::finish_epoch;
+pub(crate) use fit::{finish_epoch, fresh, step};
 pub use fit::train;
 pub use predict::{
     accuracy, predict, predict_logits_tensor, predict_proba, predict_proba_tensor, predict_tensor, MAX_CNN_BATCH,
