@@ -6,6 +6,8 @@ use anyhow::Context;
 use pate_ml::data::{load_idx_dir, resolve_data_dir};
 use pate_ml::fetch::{cache_dir, fetch, FetchSpec, DEFAULT_BASE_URL};
 
+use crate::progress::FetchBars;
+
 /// `pate data` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum DataCommand {
@@ -50,7 +52,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         DataCommand::Fetch { base_url, dest } => {
             let dest = dest.unwrap_or_else(cache_dir);
             std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-            fetch(&FetchSpec::fashion_mnist(&base_url), &dest, &mut |msg| eprintln!("{msg}"))?;
+            fetch(&FetchSpec::fashion_mnist(&base_url), &dest, &mut FetchBars::default())?;
             println!("Fashion-MNIST ready in {}", dest.display());
         }
         DataCommand::Split { data, partitions, partition_seed, out } => {

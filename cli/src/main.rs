@@ -7,6 +7,7 @@ mod experiment;
 mod health;
 mod lab;
 mod privacy;
+mod progress;
 
 use clap::{Parser, Subcommand};
 use pate_proto::runtime::init_tracing;

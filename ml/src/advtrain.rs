@@ -5,7 +5,7 @@
 //! weights copied, training continued on new data, as in BadNets' transfer
 //! learning).
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -86,10 +86,9 @@ fn run(trained: &Trained, data: &Dataset, cfg: &TrainConfig, attack: Option<Atta
                 let adv_loss = candle_nn::loss::cross_entropy(&trained.model.forward(&adv)?, &y)?;
                 loss = ((loss + adv_loss)? * 0.5)?;
             }
-            opt.backward_step(&loss)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * idx.len() as f64;
-            let hit = logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::U32)?.sum_all()?;
-            correct += hit.to_scalar::<u32>()? as usize;
+            let (l, c) = crate::train::step(&mut opt, &loss, &logits, &y, idx.len())?;
+            loss_sum += l;
+            correct += c;
         }
         crate::train::finish_epoch(epoch, loss_sum, correct, data.len(), start, progress)?;
     }
@@ -129,24 +128,8 @@ pub fn fine_tune(src: &Trained, data: &Dataset, cfg: &TrainConfig, progress: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Images;
+    use crate::train::toy::halves;
     use crate::train::{accuracy, predict, predict_proba, train};
-
-    fn halves(n: usize) -> Dataset {
-        let mut data = Vec::new();
-        let mut labels = Vec::new();
-        for i in 0..n {
-            let label = (i % 2) as u8;
-            for r in 0..8 {
-                for _c in 0..8 {
-                    let bright = (r < 4) == (label == 0);
-                    data.push(if bright { 200 + (i % 50) as u8 } else { (i % 30) as u8 });
-                }
-            }
-            labels.push(label);
-        }
-        Dataset { images: Images { data, rows: 8, cols: 8 }, labels }
-    }
 
     #[test]
     fn adversarial_training_learns_and_fine_tuning_leaves_the_source() -> Result<(), TrainError> {

@@ -158,13 +158,34 @@ fn present_and_valid(path: &Path, expected: &str) -> bool {
     }
 }
 
+/// What [`fetch`] tells its caller as it goes: one line per step, and the
+/// bytes of each download as they arrive (for a progress bar; ignored unless
+/// implemented). Any `FnMut(&str)` takes the lines.
+pub trait FetchProgress {
+    /// One human-readable line per step.
+    fn line(&mut self, msg: &str);
+    /// The download of `file` starts; `size` is its length when the server sent one.
+    fn start(&mut self, _file: &str, _size: Option<u64>) {}
+    /// `n` more bytes of the current download arrived.
+    fn received(&mut self, _n: u64) {}
+    /// The current download's body has arrived in full (its check follows).
+    fn done(&mut self) {}
+}
+
+impl<F: FnMut(&str)> FetchProgress for F {
+    fn line(&mut self, msg: &str) {
+        self(msg);
+    }
+}
+
 /// Downloads every file of `spec` into `dest`, verifying checksums.
 ///
 /// Files already in `dest` with the right checksum are skipped. Each file is
 /// written to a temporary file in `dest` and renamed into place only once
 /// verified, so a failure never leaves a bad or partial file under the final
-/// name. `progress` receives one human-readable line per step.
-pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), FetchError> {
+/// name. `progress` receives one human-readable line per step and the bytes
+/// as they arrive.
+pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FetchProgress) -> Result<(), FetchError> {
     std::fs::create_dir_all(dest).map_err(|source| FetchError::Io {
         path: dest.to_path_buf(),
         source,
@@ -180,22 +201,21 @@ pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FnMut(&str)) -> R
         }
         let path = dest.join(file);
         if present_and_valid(&path, expected) {
-            progress(&format!("{file}: already present, checksum ok"));
+            progress.line(&format!("{file}: already present, checksum ok"));
             continue;
         }
         let url = spec.url(file);
-        progress(&format!("{file}: downloading {url}"));
+        progress.line(&format!("{file}: downloading {url}"));
         let http = |e: ureq::Error| FetchError::Http {
             url: url.clone(),
             source: Box::new(e),
         };
         let mut resp = agent.get(&url).call().map_err(http)?;
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_DOWNLOAD_BYTES)
-            .read_to_vec()
-            .map_err(http)?;
+        let size = resp.body().content_length();
+        progress.start(file, size);
+        let mut body = resp.body_mut().with_config().limit(MAX_DOWNLOAD_BYTES).reader();
+        let bytes = read_counted(&mut body, size, progress).map_err(|e| http(e.into()))?;
+        progress.done();
         let actual = sha256_decompressed(&bytes).map_err(|e| FetchError::Corrupt {
             file: file.clone(),
             reason: e.to_string(),
@@ -208,9 +228,27 @@ pub fn fetch(spec: &FetchSpec, dest: &Path, progress: &mut dyn FnMut(&str)) -> R
             });
         }
         write_atomic(&path, &bytes)?;
-        progress(&format!("{file}: {} bytes, checksum ok", bytes.len()));
+        progress.line(&format!("{file}: {} bytes, checksum ok", bytes.len()));
     }
     Ok(())
+}
+
+/// Reads `body` to its end (`size` bytes expected, when known), telling
+/// `progress` of every chunk.
+fn read_counted(body: &mut impl Read, size: Option<u64>, progress: &mut dyn FetchProgress) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(size.unwrap_or(0).min(MAX_DOWNLOAD_BYTES) as usize);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match body.read(&mut buf) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                progress.received(n as u64);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Writes `bytes` to a temporary file next to `path`, then renames it into place.

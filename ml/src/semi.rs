@@ -18,15 +18,13 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::ParamsAdamW;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::{Dataset, Images};
-use crate::model::{Classifier, ModelKind};
-use crate::optim::FusedAdamW;
-use crate::train::{finish_epoch, shifted_batch_tensor, EpochReport, TrainConfig, TrainError, Trained};
+use crate::model::ModelKind;
+use crate::train::{finish_epoch, fresh, shifted_batch_tensor, step, EpochReport, TrainConfig, TrainError, Trained};
 
 /// The consistency part of [`train_semi`].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -130,13 +128,7 @@ pub fn train_semi(
         ));
     }
     let device = Device::Cpu;
-    let (model, varmap) = Classifier::new_seeded(kind, images.rows, images.cols, classes, cfg.seed, &device)?;
-    let params = ParamsAdamW {
-        lr: cfg.learning_rate,
-        weight_decay: cfg.weight_decay,
-        ..Default::default()
-    };
-    let mut opt = FusedAdamW::new(varmap.all_vars(), params)?;
+    let (model, varmap, mut opt) = fresh(kind, images, classes, cfg)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5e31_5e31_5e31_5e31);
     let use_unlabelled = semi.unlabelled_weight > 0.0 && !unlabelled.is_empty() && semi.ratio > 0;
     let mut order: Vec<usize> = (0..images.len()).collect();
@@ -174,10 +166,9 @@ pub fn train_semi(
                 let loss_u = (picked.mul(&mask)?.sum_all()? * (-1.0 / u_idx.len() as f64))?;
                 loss = (loss + (loss_u * semi.unlabelled_weight)?)?;
             }
-            opt.backward_step(&loss)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * idx.len() as f64;
-            let hit = logits.argmax(D::Minus1)?.eq(&y)?.to_dtype(DType::U32)?.sum_all()?;
-            correct += hit.to_scalar::<u32>()? as usize;
+            let (l, c) = step(&mut opt, &loss, &logits, &y, idx.len())?;
+            loss_sum += l;
+            correct += c;
         }
         finish_epoch(epoch, loss_sum, correct, images.len(), start, progress)?;
     }

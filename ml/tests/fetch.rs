@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use common::{gz, idx_images, idx_labels, Server};
 use pate_ml::data::load_idx_dir;
-use pate_ml::fetch::{fetch, sha256_decompressed, FetchError, FetchSpec, FASHION_MNIST_SHA256};
+use pate_ml::fetch::{fetch, sha256_decompressed, FetchError, FetchProgress, FetchSpec, FASHION_MNIST_SHA256};
 
 /// Served files by name, and the spec's `(name, sha256)` pairs.
 type Files = (HashMap<String, Vec<u8>>, Vec<(String, String)>);
@@ -50,7 +50,7 @@ fn downloads_verifies_and_skips_present_files() {
         files,
     };
     let mut lines = Vec::new();
-    fetch(&spec, &dest, &mut |l| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}"));
+    fetch(&spec, &dest, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
     assert_eq!(
         dir_names(&dest).len(),
@@ -63,15 +63,57 @@ fn downloads_verifies_and_skips_present_files() {
 
     // Second run: everything present with the right checksum, nothing downloaded.
     let mut lines = Vec::new();
-    fetch(&spec, &dest, &mut |l| lines.push(l.to_string())).expect("second fetch");
+    fetch(&spec, &dest, &mut |l: &str| lines.push(l.to_string())).expect("second fetch");
     assert_eq!(server.requests.load(Ordering::SeqCst), 4, "no new requests");
     assert!(lines.iter().all(|l| l.contains("already present")), "{lines:?}");
 
     // A damaged file is downloaded again and replaced.
     std::fs::write(dest.join("t10k-labels-idx1-ubyte.gz"), b"damaged").expect("write");
-    fetch(&spec, &dest, &mut |_| {}).expect("repair");
+    fetch(&spec, &dest, &mut |_: &str| {}).expect("repair");
     assert_eq!(server.requests.load(Ordering::SeqCst), 5);
     assert_eq!(load_idx_dir(&dest).expect("load repaired").test.len(), 5);
+}
+
+/// Every event of a fetch, in order.
+#[derive(Default)]
+struct Recorder {
+    /// `(file, announced size, bytes received, done)` per download.
+    downloads: Vec<(String, Option<u64>, u64, bool)>,
+    lines: usize,
+}
+
+impl FetchProgress for Recorder {
+    fn line(&mut self, _msg: &str) {
+        self.lines += 1;
+    }
+    fn start(&mut self, file: &str, size: Option<u64>) {
+        self.downloads.push((file.to_string(), size, 0, false));
+    }
+    fn received(&mut self, n: u64) {
+        if let Some(d) = self.downloads.last_mut() {
+            d.2 += n;
+        }
+    }
+    fn done(&mut self) {
+        if let Some(d) = self.downloads.last_mut() {
+            d.3 = true;
+        }
+    }
+}
+
+#[test]
+fn progress_counts_every_byte_of_every_download() {
+    let (served, files) = tiny_files();
+    let sizes: Vec<u64> = files.iter().map(|(f, _)| served[f].len() as u64).collect();
+    let server = Server::start(served);
+    let dest = tempfile::tempdir().expect("tempdir");
+    let spec = FetchSpec { base_url: server.base_url.clone(), files: files.clone() };
+    let mut rec = Recorder::default();
+    fetch(&spec, dest.path(), &mut rec).unwrap_or_else(|e| panic!("{e}"));
+    let want: Vec<(String, Option<u64>, u64, bool)> =
+        files.iter().zip(&sizes).map(|((f, _), &n)| (f.clone(), Some(n), n, true)).collect();
+    assert_eq!(rec.downloads, want);
+    assert_eq!(rec.lines, 8, "downloading and checksum ok, per file");
 }
 
 #[test]
@@ -86,7 +128,7 @@ fn wrong_checksum_is_an_error_and_leaves_no_file() {
         base_url: server.base_url.clone(),
         files,
     };
-    let e = fetch(&spec, dest.path(), &mut |_| {}).expect_err("must fail");
+    let e = fetch(&spec, dest.path(), &mut |_: &str| {}).expect_err("must fail");
     match &e {
         FetchError::Checksum { file, expected, actual } => {
             assert_eq!(file, "train-labels-idx1-ubyte.gz");
@@ -114,7 +156,7 @@ fn missing_file_and_unreachable_server_are_errors() {
         base_url: server.base_url.clone(),
         files,
     };
-    let e = fetch(&spec, dest.path(), &mut |_| {}).expect_err("404");
+    let e = fetch(&spec, dest.path(), &mut |_: &str| {}).expect_err("404");
     assert!(matches!(e, FetchError::Http { .. }), "{e}");
     assert!(e.to_string().contains("nope.gz"), "{e}");
     assert!(!dest.path().join("nope.gz").exists());
@@ -126,7 +168,7 @@ fn missing_file_and_unreachable_server_are_errors() {
         .expect("addr")
         .port();
     let spec = FetchSpec::fashion_mnist(&format!("http://127.0.0.1:{port}"));
-    let e = fetch(&spec, dest.path(), &mut |_| {}).expect_err("refused");
+    let e = fetch(&spec, dest.path(), &mut |_: &str| {}).expect_err("refused");
     assert!(matches!(e, FetchError::Http { .. }), "{e}");
 }
 
@@ -138,7 +180,7 @@ fn bad_file_names_are_refused() {
         files: vec![("../x".into(), "0".into())],
     };
     assert!(matches!(
-        fetch(&spec, dest.path(), &mut |_| {}),
+        fetch(&spec, dest.path(), &mut |_: &str| {}),
         Err(FetchError::Spec(_))
     ));
 }
@@ -158,6 +200,6 @@ fn fashion_mnist_checksums_match_the_real_files() {
     let mut spec = FetchSpec::fashion_mnist(&server.base_url);
     spec.files.retain(|(n, _)| n.contains("labels"));
     let dest = tempfile::tempdir().expect("tempdir");
-    fetch(&spec, dest.path(), &mut |_| {}).expect("fetch real labels");
+    fetch(&spec, dest.path(), &mut |_: &str| {}).expect("fetch real labels");
     assert_eq!(dir_names(dest.path()).len(), 2);
 }

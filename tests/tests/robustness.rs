@@ -138,6 +138,12 @@ fn a_robustness_grid_averages_its_seeds() {
         .output()
         .expect("run pate experiment run");
     assert!(res.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    // Not a terminal: plain lines, no progress bar or other control codes.
+    for (name, text) in [("stdout", &res.stdout), ("stderr", &res.stderr)] {
+        assert!(!text.contains(&0x1b) && !text.contains(&b'\r'), "{name} holds control codes: {}", String::from_utf8_lossy(text));
+    }
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.contains("[  1/2]") && stdout.contains("[  2/2]"), "the cells' plain progress lines: {stdout}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json")).expect("json");
     assert_eq!(summary.as_array().map(Vec::len), Some(1), "one group of two seeds");
     assert_eq!(summary[0]["seeds"], serde_json::json!([0, 1]));

@@ -13,6 +13,7 @@ use pate_ml::data::{load_idx_dir, student_split};
 use pate_ml::train::{accuracy, predict};
 
 use super::Settings;
+use crate::lab::preset::{Plan, Preset};
 use crate::lab::{ensemble::plurality, LabReport};
 
 /// `pate deploy report` flags.
@@ -68,10 +69,28 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         num_teachers: st.teachers,
         queries_asked: sr.queries_asked,
         queries_answered: sr.queries_answered,
-        epsilon: sr.epsilon,
-        data_dependent_epsilon: ledger.data_dependent_epsilon,
+        // The compose lab runs LNMax (pure epsilon per answer, no release):
+        // its guarantee is the data-independent bound.
+        epsilon: ledger.data_independent_epsilon,
+        epsilon_data_independent: ledger.data_independent_epsilon,
+        epsilon_data_dependent: ledger.data_dependent_epsilon,
+        epsilon_released: None,
+        release: None,
         delta: sr.delta,
-        noise_scale: st.noise_scale,
+        plan: Plan {
+            preset: Preset::Fast,
+            teachers: st.teachers,
+            queries: st.queries,
+            mechanism: pate_privacy::Mechanism::LnMax { scale: st.noise_scale },
+            epsilon_limit: st.epsilon_limit,
+            target_epsilon: None,
+            semi_supervised: false,
+            teacher_epochs: st.teacher_epochs,
+            student_epochs: st.student_epochs,
+            student_model: st.model,
+            query_batch: st.query_batch,
+        },
+        queries_refused: sr.queries_refused,
         student_accuracy: sr.student_accuracy,
         ensemble_accuracy,
         teacher_accuracies,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certify::CertSummary;
 use super::measure::Scores;
+use crate::progress::say;
 
 /// How the student learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -264,25 +265,25 @@ pub async fn run(args: BackdoorArgs) -> anyhow::Result<BackdoorReport> {
     };
     std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     print_summary(&report);
-    println!("  report: {}", args.out.join("report.json").display());
+    say!("  report: {}", args.out.join("report.json").display());
     Ok(report)
 }
 
 fn print_summary(r: &BackdoorReport) {
     let o = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.4}"));
-    println!();
-    println!("  {:<40} {:>10}", "mode / teachers / poisoned", format!("{} {}/{}", r.mode, r.num_teachers, r.poisoned_teachers));
-    println!("  {:<40} {:>10}", "poisoned teacher ASR", o(r.teacher_asr_poisoned));
-    println!("  {:<40} {:>10}", "clean teacher ASR", o(r.teacher_asr_clean));
-    println!("  {:<40} {:>10.4}", "ensemble ASR (noise-free)", r.ensemble_asr);
-    println!("  {:<40} {:>10}", "noisy aggregate ASR (local LNMax)", o(r.noisy_aggregate_asr));
-    println!("  {:<40} {:>10.4}", "student ASR", r.student_asr);
-    println!("  {:<40} {:>10.4}", "reference student ASR", r.reference_student_asr);
-    println!("  {:<40} {:>10.4}", "student accuracy", r.student_accuracy);
-    println!("  {:<40} {:>10.4}", "reference student accuracy", r.reference_student_accuracy);
-    println!("  {:<40} {:>10}", "epsilon", o(r.epsilon));
-    println!("  {:<40} {:>10}", "certified share of queries", o(r.certified_share));
-    println!("  {:<40} {:>10.1}", "wall time (s)", r.total_seconds);
+    say!();
+    say!("  {:<40} {:>10}", "mode / teachers / poisoned", format!("{} {}/{}", r.mode, r.num_teachers, r.poisoned_teachers));
+    say!("  {:<40} {:>10}", "poisoned teacher ASR", o(r.teacher_asr_poisoned));
+    say!("  {:<40} {:>10}", "clean teacher ASR", o(r.teacher_asr_clean));
+    say!("  {:<40} {:>10.4}", "ensemble ASR (noise-free)", r.ensemble_asr);
+    say!("  {:<40} {:>10}", "noisy aggregate ASR (local LNMax)", o(r.noisy_aggregate_asr));
+    say!("  {:<40} {:>10.4}", "student ASR", r.student_asr);
+    say!("  {:<40} {:>10.4}", "reference student ASR", r.reference_student_asr);
+    say!("  {:<40} {:>10.4}", "student accuracy", r.student_accuracy);
+    say!("  {:<40} {:>10.4}", "reference student accuracy", r.reference_student_accuracy);
+    say!("  {:<40} {:>10}", "epsilon", o(r.epsilon));
+    say!("  {:<40} {:>10}", "certified share of queries", o(r.certified_share));
+    say!("  {:<40} {:>10.1}", "wall time (s)", r.total_seconds);
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::lab::ensemble::teacher_votes_tagged;
 use crate::lab::parties::{self, AggregatorSettings, Bins, PartyTls, RunDirs};
 use crate::lab::procs::Children;
 use crate::lab::{path_arg, s};
+use crate::progress::say;
 
 /// Runs PATE mode; every child is killed when it returns.
 pub async fn run(args: &BackdoorArgs) -> anyhow::Result<BackdoorReport> {
@@ -61,7 +62,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let dirs = RunDirs::create(&args.out)?;
     let cache = args.cache_dir();
     let trigger = args.trigger();
-    println!("pate experiment backdoor (pate): {n} teachers, {m} poisoned ({poisoned_ids:?}) at rate {}, {} queries, Laplace scale {}", args.poison_rate, args.queries, args.noise_scale);
+    say!("pate experiment backdoor (pate): {n} teachers, {m} poisoned ({poisoned_ids:?}) at rate {}, {} queries, Laplace scale {}", args.poison_rate, args.queries, args.noise_scale);
 
     let eval = split.eval.clone();
     let eval_trig = trigger.stamp_all(&eval.images);
@@ -102,7 +103,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let tls = PartyTls::provision(&args.out, named.len(), 1, false)?;
     let operator = tls.operator()?;
     let addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls).await?;
-    println!("  {} teachers serving", addrs.len());
+    say!("  {} teachers serving", addrs.len());
 
     // The operator's noise-free votes.
     let votes_eval = teacher_votes_tagged(&addrs, &eval.images, "exp-eval", &operator).await?;
@@ -117,22 +118,22 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let certified_clean = summarize(&histograms(&a_eval, classes), &eval.labels);
     let certified_triggered = summarize(&histograms(&a_trig, classes), &eval.labels);
     let certified_share = share_certified(&histograms(&votes_query, classes), m as u32);
-    println!("  ensemble accuracy {:.4}, ASR {:.4} (noise-free); noisy aggregate ASR {:.4}", ensemble.accuracy, ensemble.asr, noisy.asr);
+    say!("  ensemble accuracy {:.4}, ASR {:.4} (noise-free); noisy aggregate ASR {:.4}", ensemble.accuracy, ensemble.asr, noisy.asr);
 
     // The student of the attacked ensemble.
     let settings = AggregatorSettings::lnmax(args.noise_scale, args.epsilon_limit, args.delta);
     let agg = parties::start_aggregator(children, &bins.aggregator, "aggregator", &addrs[..n], &args.out.join("ledger.db"), settings, &dirs, &tls).await?;
     let student_out = args.out.join("student");
-    println!("  student learning from the attacked ensemble");
+    say!("  student learning from the attacked ensemble");
     let sr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &student_out), &student_out, &dirs.logs.join("student.log"), &tls).await?;
     let (e, t, target, dir) = (eval.clone(), eval_trig.clone(), args.target, student_out.join("model"));
     let student = tokio::task::spawn_blocking(move || score_checkpoint(&dir, &e, &t, target)).await??;
-    println!("  student accuracy {:.4}, ASR {:.4}", student.accuracy, student.asr);
+    say!("  student accuracy {:.4}, ASR {:.4}", student.accuracy, student.asr);
 
     // The reference: the same pipeline with every teacher clean.
     let reference = match cached {
         Some(r) => {
-            println!("  reference run found in the cache ({})", ref_path.display());
+            say!("  reference run found in the cache ({})", ref_path.display());
             r
         }
         None => {
@@ -141,7 +142,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
             let clean_addrs: Vec<SocketAddr> = clean_idx.iter().map(|&k| addrs[k]).collect();
             let agg = parties::start_aggregator(children, &bins.aggregator, "reference-aggregator", &clean_addrs, &args.out.join("reference-ledger.db"), settings, &dirs, &tls).await?;
             let out = args.out.join("reference-student");
-            println!("  reference student learning from the clean ensemble");
+            say!("  reference student learning from the clean ensemble");
             let rr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &out), &out, &dirs.logs.join("reference-student.log"), &tls).await?;
             let (e, t, target, dir) = (eval.clone(), eval_trig.clone(), args.target, out.join("model"));
             let student = tokio::task::spawn_blocking(move || score_checkpoint(&dir, &e, &t, target)).await??;

@@ -1,8 +1,9 @@
 //! `pate experiment run FILE.toml`: runs every cell of a grid (teachers
 //! come from a shared cache, so cells with the same teacher configuration
-//! train them once), shows progress, and writes `results.csv`, `report.md`
-//! and the plots. A cell whose `report.json` is already there for the same
-//! configuration is not run again, so an interrupted grid resumes.
+//! train them once), shows progress (a bar of cells on a terminal), and
+//! writes `results.csv`, `report.md` and the plots. A cell whose
+//! `report.json` is already there for the same configuration is not run
+//! again, so an interrupted grid resumes.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use super::backdoor::{self, BackdoorReport, Mode};
 use super::grid::{self, Cell};
 use super::plots;
+use crate::progress::{say, Bar};
 
 /// Arguments of `pate experiment run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -67,10 +69,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cache = args.cache.clone().unwrap_or_else(|| out.join("cache"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let total = grid.cells.len();
-    println!("pate experiment run {}: {total} cells, output {}", args.file.display(), out.display());
+    say!("pate experiment run {}: {total} cells, output {}", args.file.display(), out.display());
     let started = Instant::now();
     let mut rows = Vec::with_capacity(total);
+    let bar = Bar::cells(total);
     for (i, cell) in grid.cells.iter().enumerate() {
+        bar.message(cell.slug());
         let dir = out.join("cells").join(format!("{i:03}-{}", cell.slug()));
         let heading = format!("[{:>3}/{total}] {} ({:.0}s elapsed)", i + 1, cell.slug(), started.elapsed().as_secs_f64());
         let report: BackdoorReport = run_cell(&dir, cell, &heading, || {
@@ -79,14 +83,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .await?;
         rows.push(Row { cell: cell.clone(), report });
-        std::fs::write(out.join("results.csv"), csv(&rows))?;
+        std::fs::write(out.join("results.csv"), csv(&rows)?)?;
         std::fs::write(out.join("report.md"), markdown(&rows, &args.file))?;
+        bar.inc(1);
     }
+    drop(bar);
     let written = plots::draw_all(&rows, &out)?;
-    println!("\n{total} cells in {:.0}s; wrote {}, {} and {} plots", started.elapsed().as_secs_f64(),
+    say!("\n{total} cells in {:.0}s; wrote {}, {} and {} plots", started.elapsed().as_secs_f64(),
         out.join("results.csv").display(), out.join("report.md").display(), written.len());
     for p in written {
-        println!("  {}", p.display());
+        say!("  {}", p.display());
     }
     Ok(())
 }
@@ -108,9 +114,9 @@ where
         .then(|| std::fs::read(dir.join("report.json")).ok())
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    println!("\n{heading}");
+    say!("\n{heading}");
     if let Some(r) = cached {
-        println!("  done before; reusing {}", dir.join("report.json").display());
+        say!("  done before; reusing {}", dir.join("report.json").display());
         return Ok(r);
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -119,40 +125,114 @@ where
     run().await
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(String::new, |x| format!("{x:.4}"))
+/// A number written with `D` decimals, or an empty field when absent.
+struct Fixed<const D: usize>(Option<f64>);
+
+impl<const D: usize> Serialize for Fixed<D> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(x) => s.collect_str(&format_args!("{x:.*}", D)),
+            None => s.serialize_str(""),
+        }
+    }
 }
 
-/// The columns of `results.csv`.
-pub const COLUMNS: &str = "mode,teachers,poisoned_teachers,poisoned_ids,poison_rate,noise_scale,temperature,hard_weight,max_shift,queries,public_trigger_rate,seed,\
-teacher_asr_poisoned,teacher_asr_clean,teacher_accuracy,ensemble_asr,ensemble_accuracy,noisy_aggregate_asr,\
-noisy_aggregate_accuracy,student_asr,student_accuracy,reference_student_asr,reference_student_accuracy,label_accuracy,\
-queries_answered,epsilon,certified_share,median_radius_clean,median_radius_triggered,seconds";
+/// A number written as Rust displays it (`1`, `0.25`: shortest, no
+/// trailing `.0`, unlike serde's floats), or an empty field when absent.
+struct Shown(Option<f64>);
 
-/// `results.csv` of `rows`.
-pub fn csv(rows: &[Row]) -> String {
-    let mut s = format!("{COLUMNS}\n");
-    for row in rows {
-        let (c, r) = (&row.cell, &row.report);
-        let (noise, temperature, hard_weight, max_shift) = match c.mode {
-            Mode::Pate => (c.noise_scale.to_string(), String::new(), String::new(), String::new()),
-            Mode::Single => (String::new(), c.temperature.to_string(), c.hard_weight.to_string(), c.max_shift.to_string()),
-        };
-        let ids = r.poisoned_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(";");
-        let _ = writeln!(
-            s,
-            "{},{},{},{ids},{},{noise},{temperature},{hard_weight},{max_shift},{},{},{},{},{},{:.4},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{},{},{},{},{},{:.1}",
-            c.mode, r.num_teachers, r.poisoned_teachers, c.poison_rate, c.queries, c.public_trigger_rate, c.seed,
-            opt(r.teacher_asr_poisoned), opt(r.teacher_asr_clean), row.teacher_accuracy(), r.ensemble_asr, r.ensemble_accuracy,
-            opt(r.noisy_aggregate_asr), opt(r.noisy_aggregate_accuracy), r.student_asr, r.student_accuracy,
-            r.reference_student_asr, r.reference_student_accuracy, r.label_accuracy, r.queries_answered,
-            r.epsilon.map_or_else(String::new, |e| format!("{e:.2}")), opt(r.certified_share),
-            r.certified_clean.as_ref().map_or_else(String::new, |x| x.median_radius.to_string()),
-            r.certified_triggered.as_ref().map_or_else(String::new, |x| x.median_radius.to_string()),
-            r.total_seconds,
-        );
+impl Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(x) => s.collect_str(&x),
+            None => s.serialize_str(""),
+        }
     }
-    s
+}
+
+/// One line of `results.csv`; the field names are the header. Options
+/// that do not apply to the cell's mode are empty.
+#[derive(Serialize)]
+struct Record {
+    mode: Mode,
+    teachers: usize,
+    poisoned_teachers: usize,
+    /// Indices joined with `;`.
+    poisoned_ids: String,
+    poison_rate: Shown,
+    noise_scale: Shown,
+    temperature: Shown,
+    hard_weight: Shown,
+    max_shift: Option<usize>,
+    queries: usize,
+    public_trigger_rate: Shown,
+    seed: u64,
+    teacher_asr_poisoned: Fixed<4>,
+    teacher_asr_clean: Fixed<4>,
+    teacher_accuracy: Fixed<4>,
+    ensemble_asr: Fixed<4>,
+    ensemble_accuracy: Fixed<4>,
+    noisy_aggregate_asr: Fixed<4>,
+    noisy_aggregate_accuracy: Fixed<4>,
+    student_asr: Fixed<4>,
+    student_accuracy: Fixed<4>,
+    reference_student_asr: Fixed<4>,
+    reference_student_accuracy: Fixed<4>,
+    label_accuracy: Fixed<4>,
+    queries_answered: usize,
+    epsilon: Fixed<2>,
+    certified_share: Fixed<4>,
+    median_radius_clean: Shown,
+    median_radius_triggered: Shown,
+    seconds: Fixed<1>,
+}
+
+impl Record {
+    fn of(row: &Row) -> Record {
+        let (c, r) = (&row.cell, &row.report);
+        let single = (c.mode == Mode::Single).then_some(c);
+        Record {
+            mode: c.mode,
+            teachers: r.num_teachers,
+            poisoned_teachers: r.poisoned_teachers,
+            poisoned_ids: r.poisoned_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(";"),
+            poison_rate: Shown(Some(c.poison_rate)),
+            noise_scale: Shown((c.mode == Mode::Pate).then_some(c.noise_scale)),
+            temperature: Shown(single.map(|c| c.temperature)),
+            hard_weight: Shown(single.map(|c| c.hard_weight)),
+            max_shift: single.map(|c| c.max_shift),
+            queries: c.queries,
+            public_trigger_rate: Shown(Some(c.public_trigger_rate)),
+            seed: c.seed,
+            teacher_asr_poisoned: Fixed(r.teacher_asr_poisoned),
+            teacher_asr_clean: Fixed(r.teacher_asr_clean),
+            teacher_accuracy: Fixed(Some(row.teacher_accuracy())),
+            ensemble_asr: Fixed(Some(r.ensemble_asr)),
+            ensemble_accuracy: Fixed(Some(r.ensemble_accuracy)),
+            noisy_aggregate_asr: Fixed(r.noisy_aggregate_asr),
+            noisy_aggregate_accuracy: Fixed(r.noisy_aggregate_accuracy),
+            student_asr: Fixed(Some(r.student_asr)),
+            student_accuracy: Fixed(Some(r.student_accuracy)),
+            reference_student_asr: Fixed(Some(r.reference_student_asr)),
+            reference_student_accuracy: Fixed(Some(r.reference_student_accuracy)),
+            label_accuracy: Fixed(Some(r.label_accuracy)),
+            queries_answered: r.queries_answered,
+            epsilon: Fixed(r.epsilon),
+            certified_share: Fixed(r.certified_share),
+            median_radius_clean: Shown(r.certified_clean.as_ref().map(|x| x.median_radius)),
+            median_radius_triggered: Shown(r.certified_triggered.as_ref().map(|x| x.median_radius)),
+            seconds: Fixed(Some(r.total_seconds)),
+        }
+    }
+}
+
+/// `results.csv` of `rows`: a header, then one line per row.
+pub fn csv(rows: &[Row]) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        w.serialize(Record::of(row))?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
 }
 
 /// `report.md`: one table row per cell.
@@ -213,6 +293,56 @@ mod tests {
         // Another configuration runs again, into a fresh directory.
         assert_eq!(run_cell(&cell_dir, &2u64, "cell", || run(9)).await?, 9);
         assert_eq!(runs.get(), 2);
+        Ok(())
+    }
+
+    /// A PATE row with every measurement and a single-mode row with the
+    /// optional ones absent.
+    fn rows() -> anyhow::Result<Vec<Row>> {
+        let report = |mode: &str, extra: serde_json::Value| -> anyhow::Result<BackdoorReport> {
+            let mut v = serde_json::json!({
+                "mode": mode, "num_teachers": 4, "poisoned_teachers": 2, "poisoned_ids": [1, 3], "poison_rate": 0.25,
+                "target": 0, "trigger": pate_ml::trigger::Trigger::default(), "queries": 200, "queries_answered": 199,
+                "public_trigger_rate": 0.0, "seed": 7, "teachers": [{"accuracy": 0.8, "asr": 0.9}, {"accuracy": 0.7, "asr": 0.1}],
+                "ensemble_asr": 0.123456, "ensemble_accuracy": 0.8, "student_asr": 0.05, "student_accuracy": 0.81234,
+                "label_accuracy": 0.9, "reference_ensemble_asr": 0.01, "reference_ensemble_accuracy": 0.88,
+                "reference_student_asr": 0.02, "reference_student_accuracy": 1.0, "public_triggered": 0,
+                "teachers_trained": 0, "total_seconds": 12.345
+            });
+            if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+                v.extend(extra);
+            }
+            Ok(serde_json::from_value(v)?)
+        };
+        let cert = |r: f64| serde_json::json!({"items": 10, "median_radius": r, "certified_accuracy": [1.0]});
+        let pate = report("pate", serde_json::json!({
+            "noise_scale": 2.5, "teacher_asr_poisoned": 0.9, "teacher_asr_clean": 0.1, "noisy_aggregate_asr": 0.2,
+            "noisy_aggregate_accuracy": 0.75, "epsilon": 400.0, "delta": 1e-5, "certified_share": 0.5,
+            "certified_clean": cert(1.5), "certified_triggered": cert(2.0)
+        }))?;
+        let single = report("single", serde_json::json!({}))?;
+        Ok(vec![
+            Row { cell: Cell { mode: Mode::Pate, poison_rate: 0.25, noise_scale: 2.5, queries: 200, seed: 7, ..Cell::default() }, report: pate },
+            Row {
+                cell: Cell { mode: Mode::Single, temperature: 20.0, hard_weight: 0.5, max_shift: 2, public_trigger_rate: 0.1, ..Cell::default() },
+                report: single,
+            },
+        ])
+    }
+
+    #[test]
+    fn results_csv_columns_and_values() -> anyhow::Result<()> {
+        let got = csv(&rows()?)?;
+        // The header and format of the hand-written CSV this replaced, to the character.
+        let want = "mode,teachers,poisoned_teachers,poisoned_ids,poison_rate,noise_scale,temperature,hard_weight,\
+max_shift,queries,public_trigger_rate,seed,teacher_asr_poisoned,teacher_asr_clean,teacher_accuracy,ensemble_asr,\
+ensemble_accuracy,noisy_aggregate_asr,noisy_aggregate_accuracy,student_asr,student_accuracy,reference_student_asr,\
+reference_student_accuracy,label_accuracy,queries_answered,epsilon,certified_share,median_radius_clean,\
+median_radius_triggered,seconds
+pate,4,2,1;3,0.25,2.5,,,,200,0,7,0.9000,0.1000,0.7500,0.1235,0.8000,0.2000,0.7500,0.0500,0.8123,0.0200,1.0000,0.9000,199,400.00,0.5000,1.5,2,12.3
+single,4,2,1;3,0.1,,20,0.5,2,1000,0.1,0,,,0.7500,0.1235,0.8000,,,0.0500,0.8123,0.0200,1.0000,0.9000,199,,,,,12.3
+";
+        assert_eq!(got, want);
         Ok(())
     }
 }

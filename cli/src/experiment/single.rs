@@ -20,16 +20,17 @@ use pate_ml::trigger::{poison, PoisonSpec};
 use super::backdoor::{BackdoorArgs, BackdoorReport, Reference};
 use super::measure::{score_model, Scores};
 use super::teachers::config_hash;
+use crate::progress::say;
 
 /// The teacher (trained or loaded from `dir`) on all of `train_set`, poisoned by `spec`.
 fn teacher(train_set: &Dataset, classes: usize, spec: Option<&PoisonSpec>, cfg: &TrainConfig, kind: ModelKind, dir: &Path, name: &str) -> anyhow::Result<Classifier> {
     if dir.join("meta.json").is_file() {
-        println!("  {name} teacher found in the cache");
+        say!("  {name} teacher found in the cache");
         return Ok(checkpoint::load(dir).with_context(|| format!("loading {}", dir.display()))?.0);
     }
     let data = spec.map_or_else(|| train_set.clone(), |s| poison(train_set, s));
     let trained = train(kind, &data, classes, cfg, &mut |r| {
-        println!("  {name} teacher epoch {}/{}: loss {:.4}, {:.0} samples/s", r.epoch, cfg.epochs, r.loss, r.samples_per_sec);
+        say!("  {name} teacher epoch {}/{}: loss {:.4}, {:.0} samples/s", r.epoch, cfg.epochs, r.loss, r.samples_per_sec);
     })?;
     let meta = ModelMeta::of_training(&trained, &data, (0, 1), spec.cloned())?;
     checkpoint::save(dir, &trained, &meta).with_context(|| format!("writing {}", dir.display()))?;
@@ -43,7 +44,7 @@ fn distill(teacher: &Classifier, images: &Images, loss: Distillation, cfg: &Trai
     let hard = predict(teacher, images, 512)?;
     let student = train_distil(kind, images, &targets, loss, cfg, &mut |r| {
         if r.epoch % 10 == 0 || r.epoch == cfg.epochs {
-            println!("  {name} student epoch {}/{}: loss {:.4}", r.epoch, cfg.epochs, r.loss);
+            say!("  {name} student epoch {}/{}: loss {:.4}", r.epoch, cfg.epochs, r.loss);
         }
     })?;
     Ok((student.model, hard))
@@ -71,7 +72,7 @@ fn run_blocking(args: &BackdoorArgs, data_dir: &Path, started: Instant) -> anyho
     let cache = args.cache_dir();
     std::fs::create_dir_all(&cache)?;
     let loss = Distillation { temperature: args.temperature, hard_weight: args.hard_weight, max_shift: args.max_shift };
-    println!(
+    say!(
         "pate experiment backdoor (single, in process, no privacy): one teacher on {} items, poison rate {}, T = {}, hard weight {}, shift {}",
         data.train.len(), args.poison_rate, args.temperature, args.hard_weight, args.max_shift
     );

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::lab::parties::RunDirs;
 use crate::lab::procs::run_bounded;
 use crate::lab::{path_arg, s};
+use crate::progress::say;
 
 /// Everything that determines one PATE teacher's checkpoint.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -90,11 +91,11 @@ pub async fn ensure_trained(
     }
     let trained = jobs.len();
     if trained == 0 {
-        println!("  all {} teachers found in the cache {}", specs.len(), cache.display());
+        say!("  all {} teachers found in the cache {}", specs.len(), cache.display());
         return Ok(0);
     }
-    println!("  training {trained} teachers ({} cached)", specs.len() - trained);
-    run_bounded(jobs, parallel, |label, done, total| println!("  [{done:>3}/{total}] trained {label}")).await?;
+    say!("  training {trained} teachers ({} cached)", specs.len() - trained);
+    run_bounded(jobs, parallel, |label, done, total| say!("  [{done:>3}/{total}] trained {label}")).await?;
     for dir in finals {
         let tmp = dir.with_extension("partial");
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;

@@ -16,7 +16,7 @@ use pate_ml::train::accuracy;
 use serde::{Deserialize, Serialize};
 
 use parties::{AggregatorSettings, Bins, PartyTls, RunDirs};
-use pate_aggregator::MechanismKind;
+use pate_privacy::MechanismKind;
 use pate_privacy::release::ReleaseParams;
 use pate_privacy::Mechanism;
 use preset::{Plan, Preset};

@@ -3,7 +3,7 @@
 //! bad-input checks that must fail before any teacher is trained or any
 //! budget is spent.
 
-use pate_aggregator::MechanismKind;
+use pate_privacy::MechanismKind;
 use pate_ml::model::ModelKind;
 use pate_privacy::budget::Budget;
 use pate_privacy::target::DataDependentTarget;

@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{accuracy_on, key, Ctx, PerEps};
+use crate::progress::say;
 
 /// One model under every attack.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,7 +78,7 @@ pub fn evaluate(ctx: &Ctx, model: &Classifier, training: &str, train_eps: Option
         row.two_step.insert(key(eps), attacked_accuracy(ctx, model, Attack::Iterative { eps, steps: 2 }, a.seed)?);
     }
     let show = |m: &PerEps| m.iter().map(|(k, v)| format!("{k}: {v:.3}")).collect::<Vec<_>>().join(", ");
-    println!("  {training:<9} clean {:.3} | FGSM {} | R+FGSM {} | two-step {}", row.clean_accuracy, show(&row.fgsm), show(&row.rfgsm), show(&row.two_step));
+    say!("  {training:<9} clean {:.3} | FGSM {} | R+FGSM {} | two-step {}", row.clean_accuracy, show(&row.fgsm), show(&row.rfgsm), show(&row.two_step));
     Ok(row)
 }
 

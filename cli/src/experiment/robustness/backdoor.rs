@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use crate::experiment::measure::{score_model, Scores};
+use crate::progress::say;
 
 /// One seed of the comparison.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,7 +69,7 @@ pub fn run(ctx: &Ctx, standard: &Trained) -> anyhow::Result<BdOutcome> {
             finetune: score_model(&tuned.model, &ctx.eval, &eval_trig, a.target)?,
             distill: score_model(&student.model, &ctx.eval, &eval_trig, a.target)?,
         };
-        println!(
+        say!(
             "  seed {s}: poisoned ASR {:.3} (acc {:.3}) | fine-tuned ASR {:.3} (acc {:.3}) | distilled ASR {:.3} (acc {:.3})",
             row.poisoned.asr, row.poisoned.accuracy, row.finetune.asr, row.finetune.accuracy, row.distill.asr, row.distill.accuracy
         );
@@ -78,6 +79,6 @@ pub fn run(ctx: &Ctx, standard: &Trained) -> anyhow::Result<BdOutcome> {
         }
     }
     let (first_poisoned, first_poisoned_train) = first.ok_or_else(|| anyhow::anyhow!("no backdoor seed ran"))?;
-    println!("  clean model's ASR (the trigger's natural rate): {clean_asr:.3}");
+    say!("  clean model's ASR (the trigger's natural rate): {clean_asr:.3}");
     Ok(BdOutcome { seeds, clean_asr, first_poisoned, first_poisoned_train })
 }

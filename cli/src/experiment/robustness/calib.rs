@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use crate::experiment::measure::noisy;
+use crate::progress::say;
 
 /// Bins of the expected calibration error.
 pub const ECE_BINS: usize = 15;
@@ -101,7 +102,7 @@ fn row(ctx: &Ctx, model: &Classifier, name: &str) -> anyhow::Result<(CalRow, Rel
         nll_before: nll(&eval_logits, el, 1.0)?,
         nll_after: nll(&eval_logits, el, t)?,
     };
-    println!(
+    say!(
         "  {name:<12} T = {t:.3}: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4} (evaluation items)",
         r.ece_before, r.ece_after, r.nll_before, r.nll_after
     );

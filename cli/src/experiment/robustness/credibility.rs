@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use crate::progress::say;
 
 /// Bins of the credibility histograms.
 pub const HIST_BINS: usize = 10;
@@ -192,7 +193,7 @@ pub fn run(ctx: &Ctx, standard: &Trained, poisoned: &Trained, poisoned_train: &D
             ("out of distribution".into(), histogram(&ood)),
         ],
     };
-    println!(
+    say!(
         "  credibility AUC: FGSM {:.3}, trigger {:.3}, OOD {:.3} (softmax baseline {:.3}, {:.3}, {:.3}); Deep k-NN accuracy {:.3}",
         info.auc_fgsm, info.auc_trigger, info.auc_ood, info.softmax_auc[0], info.softmax_auc[1], info.softmax_auc[2], info.dknn_accuracy
     );

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attacks::{attacked_accuracy, crafted_accuracy};
 use super::{accuracy_on, key, Ctx, PerEps};
+use crate::progress::say;
 
 /// One substitute attack.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,7 +140,7 @@ pub fn substitute_attack(ctx: &Ctx, oracle: &Classifier, name: &str) -> anyhow::
         agreement: accuracy(&sub_pred, &oracle_pred),
         transfer,
     };
-    println!(
+    say!(
         "  substitute of {name}: {} items, accuracy {:.3}, agreement {:.3}, transfer {:?}",
         row.items, row.substitute_accuracy, row.agreement, row.transfer
     );
@@ -173,7 +174,7 @@ pub fn run(ctx: &Ctx, standard: &Trained) -> anyhow::Result<DistillOutcome> {
             at_t.insert(key(eps), crafted_accuracy(ctx, &hot, m, Attack::Fgsm { eps }, a.seed)?);
         }
         let (zero, sat) = saturation(ctx, m)?;
-        println!(
+        say!(
             "  distilled at T = {t}: clean {clean:.3}, white-box FGSM {fgsm:?}, FGSM through logits / T {at_t:?}, \
              zero gradient components {zero:.3}, items {:.3}, median logit gap {:.1}",
             sat.zero_gradient_items, sat.median_logit_gap

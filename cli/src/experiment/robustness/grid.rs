@@ -18,6 +18,7 @@ use toml::Table;
 use super::{RobustnessArgs, RobustnessReport};
 use crate::experiment::grid::parse_cells;
 use crate::experiment::runner::{run_cell, RunArgs};
+use crate::progress::{say, Bar};
 
 /// Whether the grid file says `experiment = "robustness"`.
 pub fn is_robustness(path: &Path) -> anyhow::Result<bool> {
@@ -117,10 +118,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let data = args.data.clone().or(grid.data.clone());
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let total = grid.cells.len();
-    println!("pate experiment run {} (robustness): {total} cells, output {}", args.file.display(), out.display());
+    say!("pate experiment run {} (robustness): {total} cells, output {}", args.file.display(), out.display());
     let mut done: Vec<(RobustnessArgs, RobustnessReport)> = Vec::new();
+    let bar = Bar::cells(total);
     for (i, cell) in grid.cells.iter().enumerate() {
         let dir = out.join("cells").join(format!("{i:03}-{}-s{}", cell.model, cell.seed));
+        bar.message(format!("{}-s{}", cell.model, cell.seed));
         let mut cell = cell.clone();
         cell.out = dir.clone();
         if cell.data.is_none() {
@@ -129,7 +132,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let heading = format!("[{:>3}/{total}] {}", i + 1, dir.display());
         let report: RobustnessReport = run_cell(&dir, &cell, &heading, || super::run(cell.clone())).await.with_context(|| format!("cell {}", i + 1))?;
         done.push((cell, report));
+        bar.inc(1);
     }
+    drop(bar);
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, (cell, _)) in done.iter().enumerate() {
         let k = group_key(cell);
@@ -159,7 +164,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     std::fs::write(out.join("report.md"), md)?;
     std::fs::write(out.join("summary.json"), serde_json::to_vec_pretty(&summary)?)?;
-    println!("\n{total} cells; wrote {} and {}", out.join("report.md").display(), out.join("summary.json").display());
+    say!("\n{total} cells; wrote {} and {}", out.join("report.md").display(), out.join("summary.json").display());
     Ok(())
 }
 

@@ -26,6 +26,8 @@ use pate_ml::model::ModelKind;
 use pate_ml::train::{images_to_tensor, TrainConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::progress::say;
+
 /// Arguments of `pate experiment robustness` (also the cells of a
 /// robustness grid: every field is a grid key).
 #[derive(clap::Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,7 +343,7 @@ pub fn run_blocking(mut args: RobustnessArgs, data_dir: &Path) -> anyhow::Result
     args.data = Some(data_dir.to_path_buf());
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let ctx = context(&args, data_dir)?;
-    println!(
+    say!(
         "pate experiment robustness ({} on {}, {} training items, {} evaluation items, seed {})",
         args.model,
         data_dir.display(),
@@ -349,15 +351,15 @@ pub fn run_blocking(mut args: RobustnessArgs, data_dir: &Path) -> anyhow::Result
         ctx.eval.len(),
         args.seed
     );
-    println!("[1/5] standard model, FGSM and adversarial training");
+    say!("[1/5] standard model, FGSM and adversarial training");
     let adv = attacks::run(&ctx)?;
-    println!("[2/5] defensive distillation and the substitute attack");
+    say!("[2/5] defensive distillation and the substitute attack");
     let dist = distillation::run(&ctx, &adv.standard)?;
-    println!("[3/5] calibration by temperature scaling");
+    say!("[3/5] calibration by temperature scaling");
     let cal = calib::run(&ctx, &adv.standard)?;
-    println!("[4/5] backdoor: fine-tuning against distillation");
+    say!("[4/5] backdoor: fine-tuning against distillation");
     let bd = backdoor::run(&ctx, &adv.standard)?;
-    println!("[5/5] Deep k-NN credibility");
+    say!("[5/5] Deep k-NN credibility");
     let cred = credibility::run(&ctx, &adv.standard, &bd.first_poisoned, &bd.first_poisoned_train)?;
     let mean = |f: &dyn Fn(&backdoor::BackdoorSeed) -> f64| bd.seeds.iter().map(f).sum::<f64>() / bd.seeds.len().max(1) as f64;
     let report = RobustnessReport {
@@ -404,7 +406,7 @@ pub fn run_blocking(mut args: RobustnessArgs, data_dir: &Path) -> anyhow::Result
     std::fs::write(out.join("report.md"), report::markdown(&report))?;
     let plots = report::draw(&report, out)?;
     report::print_summary(&report);
-    println!("  wrote {}, {} and {} plots", out.join("report.json").display(), out.join("report.md").display(), plots.len());
+    say!("  wrote {}, {} and {} plots", out.join("report.json").display(), out.join("report.md").display(), plots.len());
     Ok(report)
 }
 

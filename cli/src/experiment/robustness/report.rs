@@ -9,6 +9,7 @@ use plotters::prelude::SeriesLabelPosition;
 
 use super::{PerEps, RobustnessReport};
 use crate::experiment::plots::{save, Chart};
+use crate::progress::say;
 
 /// `(eps, accuracy)` points with the clean accuracy at eps = 0.
 fn curve(clean: Option<f64>, m: &PerEps) -> Vec<(f64, f64)> {
@@ -149,13 +150,13 @@ pub fn markdown(r: &RobustnessReport) -> String {
 
 /// The terminal summary.
 pub fn print_summary(r: &RobustnessReport) {
-    println!();
-    println!("  {:<44} {:>8.4}", "clean accuracy", r.clean_accuracy);
+    say!();
+    say!("  {:<44} {:>8.4}", "clean accuracy", r.clean_accuracy);
     for (k, v) in &r.fgsm_accuracy {
         let w = r.adv_trained_fgsm_accuracy.get(k).copied().unwrap_or(f64::NAN);
-        println!("  {:<44} {:>8.4} / {w:.4}", format!("FGSM eps {k}: standard / FGSM-trained"), v);
+        say!("  {:<44} {:>8.4} / {w:.4}", format!("FGSM eps {k}: standard / FGSM-trained"), v);
     }
-    println!("  {:<44} {:>8.4} -> {:.4} (T = {:.3})", "ECE (evaluation items)", r.ece_before, r.ece_after, r.temperature);
-    println!("  {:<44} {:>8.4} / {:.4} / {:.4}", "Deep k-NN AUC: FGSM / trigger / OOD", r.dknn_auc_fgsm, r.dknn_auc_trigger, r.dknn_auc_ood);
-    println!("  {:<44} {:>8.4} / {:.4} / {:.4}", "ASR: fine-tuned / distilled / clean", r.finetune_asr, r.distill_asr, r.clean_asr);
+    say!("  {:<44} {:>8.4} -> {:.4} (T = {:.3})", "ECE (evaluation items)", r.ece_before, r.ece_after, r.temperature);
+    say!("  {:<44} {:>8.4} / {:.4} / {:.4}", "Deep k-NN AUC: FGSM / trigger / OOD", r.dknn_auc_fgsm, r.dknn_auc_trigger, r.dknn_auc_ood);
+    say!("  {:<44} {:>8.4} / {:.4} / {:.4}", "ASR: fine-tuned / distilled / clean", r.finetune_asr, r.distill_asr, r.clean_asr);
 }
