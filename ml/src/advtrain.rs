@@ -78,12 +78,13 @@ fn run(trained: &Trained, data: &Dataset, cfg: &TrainConfig, attack: Option<Atta
         for idx in order.chunks(cfg.batch_size) {
             let x = batch_tensor(&data.images, idx, &device)?;
             let labels: Vec<u8> = idx.iter().map(|&i| data.labels[i]).collect();
-            let y = Tensor::from_vec(labels.iter().map(|&l| u32::from(l)).collect::<Vec<_>>(), idx.len(), &device)?;
+            let y32: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
             let logits = trained.model.forward(&x)?;
-            let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let mut loss = crate::train::cross_entropy(&logits, &y32)?;
+            let y = Tensor::from_vec(y32.clone(), idx.len(), &device)?;
             if let Some(a) = attack {
                 let adv = perturb(&trained.model, &x, &labels, a, &mut attack_rng)?.detach();
-                let adv_loss = candle_nn::loss::cross_entropy(&trained.model.forward(&adv)?, &y)?;
+                let adv_loss = crate::train::cross_entropy(&trained.model.forward(&adv)?, &y32)?;
                 loss = ((loss + adv_loss)? * 0.5)?;
             }
             let (l, c) = crate::train::step(&mut opt, &loss, &logits, &y, idx.len())?;

@@ -6,7 +6,9 @@
 //! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
 //! - [`partition`]: disjoint teacher partitions from a seeded permutation.
 //! - [`split`]: one directory per data owner (teacher partition, student).
-//! - [`model`]: candle MLP and CNN classifiers with seeded initialisation.
+//! - [`model`]: candle MLP and CNN classifiers with seeded initialisation;
+//!   their layers are fused candle custom ops (`conv`, `dense`) over one
+//!   bounds-checked `gemm` wrapper, the crate's only `unsafe` code.
 //! - [`optim`]: a fused AdamW (candle-nn's is slow on CPU).
 //! - [`train`]: minibatch AdamW training, distillation on soft targets,
 //!   prediction and accuracy.
@@ -25,8 +27,10 @@ pub mod calibration;
 pub mod checkpoint;
 mod conv;
 pub mod data;
+mod dense;
 pub mod dknn;
 pub mod fetch;
+mod gemm;
 pub mod model;
 pub mod optim;
 pub mod partition;

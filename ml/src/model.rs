@@ -13,12 +13,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::conv::ConvReluPool;
+use crate::dense::Dense;
 
 /// Hidden widths of the MLP.
 pub const MLP_HIDDEN: [usize; 2] = [256, 128];
@@ -64,15 +65,15 @@ impl FromStr for ModelKind {
 #[derive(Clone, Debug)]
 enum Layers {
     Mlp {
-        fc1: Linear,
-        fc2: Linear,
-        fc3: Linear,
+        fc1: Dense,
+        fc2: Dense,
+        fc3: Dense,
     },
     Cnn {
         conv1: ConvReluPool,
         conv2: ConvReluPool,
-        fc1: Linear,
-        fc2: Linear,
+        fc1: Dense,
+        fc2: Dense,
     },
 }
 
@@ -98,9 +99,9 @@ impl Classifier {
         }
         let layers = match kind {
             ModelKind::Mlp => Layers::Mlp {
-                fc1: candle_nn::linear(rows * cols, MLP_HIDDEN[0], vb.pp("fc1"))?,
-                fc2: candle_nn::linear(MLP_HIDDEN[0], MLP_HIDDEN[1], vb.pp("fc2"))?,
-                fc3: candle_nn::linear(MLP_HIDDEN[1], classes, vb.pp("fc3"))?,
+                fc1: Dense::new(rows * cols, MLP_HIDDEN[0], vb.pp("fc1"))?,
+                fc2: Dense::new(MLP_HIDDEN[0], MLP_HIDDEN[1], vb.pp("fc2"))?,
+                fc3: Dense::new(MLP_HIDDEN[1], classes, vb.pp("fc3"))?,
             },
             ModelKind::Cnn => {
                 if rows < CNN_MIN_SIDE || cols < CNN_MIN_SIDE {
@@ -118,8 +119,8 @@ impl Classifier {
                         CNN_KERNEL / 2,
                         vb.pp("conv2"),
                     )?,
-                    fc1: candle_nn::linear(flat, CNN_HIDDEN, vb.pp("fc1"))?,
-                    fc2: candle_nn::linear(CNN_HIDDEN, classes, vb.pp("fc2"))?,
+                    fc1: Dense::new(flat, CNN_HIDDEN, vb.pp("fc1"))?,
+                    fc2: Dense::new(CNN_HIDDEN, classes, vb.pp("fc2"))?,
                 }
             }
         };
@@ -179,17 +180,17 @@ impl Classifier {
         match &self.layers {
             Layers::Mlp { fc1, fc2, fc3 } => {
                 let x = xs.reshape((b, self.rows * self.cols))?;
-                let h1 = fc1.forward(&x)?.relu()?;
-                let h2 = fc2.forward(&h1)?.relu()?;
-                let out = fc3.forward(&h2)?;
+                let h1 = fc1.forward(&x, true)?;
+                let h2 = fc2.forward(&h1, true)?;
+                let out = fc3.forward(&h2, false)?;
                 Ok(vec![h1, h2, out])
             }
             Layers::Cnn { conv1, conv2, fc1, fc2 } => {
                 let x = xs.reshape((b, 1, self.rows, self.cols))?;
                 let c1 = conv1.forward(&x)?;
                 let c2 = conv2.forward(&c1)?;
-                let h = fc1.forward(&c2.flatten_from(1)?)?.relu()?;
-                let out = fc2.forward(&h)?;
+                let h = fc1.forward(&c2.flatten_from(1)?, true)?;
+                let out = fc2.forward(&h, false)?;
                 Ok(vec![c1.flatten_from(1)?, c2.flatten_from(1)?, h, out])
             }
         }
@@ -202,17 +203,17 @@ impl Module for Classifier {
         match &self.layers {
             Layers::Mlp { fc1, fc2, fc3 } => {
                 let x = xs.reshape((b, self.rows * self.cols))?;
-                let x = fc1.forward(&x)?.relu()?;
-                let x = fc2.forward(&x)?.relu()?;
-                fc3.forward(&x)
+                let x = fc1.forward(&x, true)?;
+                let x = fc2.forward(&x, true)?;
+                fc3.forward(&x, false)
             }
             Layers::Cnn { conv1, conv2, fc1, fc2 } => {
                 let x = xs.reshape((b, 1, self.rows, self.cols))?;
                 let x = conv1.forward(&x)?;
                 let x = conv2.forward(&x)?;
                 let x = x.flatten_from(1)?;
-                let x = fc1.forward(&x)?.relu()?;
-                fc2.forward(&x)
+                let x = fc1.forward(&x, true)?;
+                fc2.forward(&x, false)
             }
         }
     }
@@ -279,12 +280,18 @@ mod tests {
     #[test]
     fn representations_end_with_the_logits() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        for (kind, widths) in [(ModelKind::Mlp, vec![256, 128, 10]), (ModelKind::Cnn, vec![16 * 14 * 14, 32 * 7 * 7, 128, 10])] {
+        for (kind, widths) in [
+            (ModelKind::Mlp, vec![256, 128, 10]),
+            (ModelKind::Cnn, vec![16 * 14 * 14, 32 * 7 * 7, 128, 10]),
+        ] {
             let (m, _) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
             let x = Tensor::rand(0f32, 1.0, (3, 1, 28, 28), &dev)?;
             let reps = m.representations(&x)?;
             assert_eq!(reps.iter().map(|r| r.dims()[1]).collect::<Vec<_>>(), widths);
-            let d = (reps.last().expect("logits") - m.forward(&x)?)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+            let d = (reps.last().expect("logits") - m.forward(&x)?)?
+                .abs()?
+                .sum_all()?
+                .to_scalar::<f32>()?;
             assert!(d < 1e-5, "{kind}: {d}");
         }
         Ok(())

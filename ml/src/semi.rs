@@ -116,7 +116,7 @@ pub fn train_semi(
             "shifts and cutout must be smaller than the {side}-pixel image"
         )));
     }
-    if !(semi.unlabelled_weight.is_finite() && semi.unlabelled_weight >= 0.0) || !(0.0..=1.0).contains(&semi.confidence)
+    if !(semi.unlabelled_weight.is_finite() && semi.unlabelled_weight >= 0.0 && (0.0..=1.0).contains(&semi.confidence))
     {
         return Err(TrainError::Invalid(
             "unlabelled weight must be >= 0 and confidence in [0, 1]".into(),
@@ -142,9 +142,9 @@ pub fn train_semi(
         for idx in order.chunks(cfg.batch_size) {
             let x = shifted_batch_tensor(images, idx, semi.weak_shift, &mut rng, &device)?;
             let y: Vec<u32> = idx.iter().map(|&i| u32::from(labelled.labels[i])).collect();
-            let y = Tensor::from_vec(y, idx.len(), &device)?;
             let logits = model.forward(&x)?;
-            let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let mut loss = crate::train::cross_entropy(&logits, &y)?;
+            let y = Tensor::from_vec(y, idx.len(), &device)?;
             if use_unlabelled {
                 let mut u_idx = Vec::with_capacity(u_batch);
                 while u_idx.len() < u_batch.min(unlabelled.len()) {

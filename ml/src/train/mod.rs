@@ -5,6 +5,7 @@
 //! - [`fit`]: the training loop (hard labels or soft targets) and its epoch report.
 //! - [`distil`]: Hinton et al.'s distillation loss and its entry points.
 //! - [`predict`]: prediction, probabilities, logits and accuracy.
+//! - `xent`: softmax cross-entropy on hard labels as one fused op.
 //!
 //! Everything runs on candle's CPU device. Each minibatch is one tensor built
 //! straight from the `u8` pixels; shuffling uses a `ChaCha8Rng` and the
@@ -20,15 +21,17 @@ pub mod batch;
 pub mod distil;
 pub mod fit;
 pub mod predict;
+mod xent;
 
-pub(crate) use batch::{batch_tensor, shifted_batch_tensor};
 pub use batch::images_to_tensor;
+pub(crate) use batch::{batch_tensor, shifted_batch_tensor};
 pub use distil::{train_distil, train_soft, Distillation};
-pub(crate) use fit::{finish_epoch, fresh, step};
 pub use fit::train;
+pub(crate) use fit::{finish_epoch, fresh, step};
 pub use predict::{
     accuracy, predict, predict_logits_tensor, predict_proba, predict_proba_tensor, predict_tensor, MAX_CNN_BATCH,
 };
+pub(crate) use xent::cross_entropy;
 
 /// Errors from training or prediction.
 #[derive(Debug, thiserror::Error)]

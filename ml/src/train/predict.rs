@@ -8,9 +8,11 @@ use super::TrainError;
 use crate::data::Images;
 use crate::model::{Classifier, ModelKind};
 
-/// Largest batch the CNN is run on at once when predicting: its im2col
-/// matrix takes `9 * 16 * rows * cols` floats per item (~450 MB for 1,000
-/// Fashion-MNIST items), so larger requested batches are cut into these.
+/// Largest batch the CNN is run on at once when predicting. Its convolution
+/// blocks need only per-thread scratch, but the activations of a batch
+/// (`16 * rows * cols` floats per item after the first block) still grow
+/// with it: 256 items keep them around 3 MB, and larger requested batches
+/// are cut into these.
 pub const MAX_CNN_BATCH: usize = 256;
 
 /// Applies `f` to the model's logits on each batch of `x` (`[n, 1, rows, cols]`).
