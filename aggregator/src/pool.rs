@@ -106,22 +106,16 @@ fn endpoint(addr: &str, timeout: Duration, transport: &Transport) -> Result<Endp
 type Described = (TeacherClient<Channel>, Channel, TeacherInfo);
 
 async fn describe(ep: Endpoint, connect_for: Duration) -> Result<Described, String> {
-    let deadline = tokio::time::Instant::now() + connect_for;
-    loop {
-        let attempt = async {
-            let channel = ep.connect().await.map_err(|e| e.to_string())?;
-            let mut client = TeacherClient::new(channel.clone())
-                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
-            let info = client.describe(DescribeRequest {}).await.map_err(|s| s.message().to_string())?;
-            Ok::<_, String>((client, channel, info.into_inner()))
-        };
-        match attempt.await {
-            Ok(ok) => return Ok(ok),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    let ep = &ep;
+    pate_proto::retry::retry_for(connect_for, || async move {
+        let channel = ep.connect().await.map_err(|e| e.to_string())?;
+        let mut client = TeacherClient::new(channel.clone())
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
+        let info = client.describe(DescribeRequest {}).await.map_err(|s| s.message().to_string())?;
+        Ok((client, channel, info.into_inner()))
+    })
+    .await
 }
 
 impl TeacherPool {
@@ -301,26 +295,9 @@ async fn describe_all(endpoints: Vec<Endpoint>, quorum: usize, connect_for: Dura
     results.into_iter().map(|r| r.unwrap_or_else(missing)).collect()
 }
 
-/// Per-sample vote histograms from per-teacher label vectors.
-pub fn histograms(votes: &[Vec<u8>], n: usize, classes: usize) -> Vec<Vec<u32>> {
-    let mut h = vec![vec![0u32; classes]; n];
-    for teacher in votes {
-        for (i, &label) in teacher.iter().enumerate() {
-            h[i][label as usize] += 1;
-        }
-    }
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histograms_count_every_vote() {
-        let h = histograms(&[vec![0, 1], vec![0, 2], vec![1, 2]], 2, 3);
-        assert_eq!(h, vec![vec![2, 1, 0], vec![0, 1, 2]]);
-    }
 
     #[tokio::test]
     async fn rejects_bad_configuration() {

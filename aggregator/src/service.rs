@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use pate_privacy::budget::{Budget, BudgetError, BudgetSnapshot};
+use pate_privacy::histogram::histograms;
 use pate_privacy::noise::{NoiseError, NoisyMax};
 use pate_privacy::target::{DataDependentTarget, TargetError};
 use pate_proto::auth::Caller;
@@ -13,7 +14,7 @@ use tracing::instrument;
 
 use crate::inflight::{self, lock, Claim, Entry, Shared};
 use crate::ledger::{Ledger, LedgerError, QueryRecord};
-use crate::pool::{histograms, PoolError, TeacherPool};
+use crate::pool::{PoolError, TeacherPool};
 use crate::students::StudentBudgets;
 
 /// Why a Label call failed.
@@ -220,7 +221,8 @@ impl AggregatorService {
         student: &str,
     ) -> Result<(Vec<QueryRecord>, (BudgetSnapshot, BudgetSnapshot)), LabelError> {
         let votes = self.pool.collect_votes(id, samples).await?;
-        let hists = histograms(&votes, samples.n, self.pool.classes());
+        // Every vector holds one label per sample (the pool checks it).
+        let hists = histograms(&votes, self.pool.classes());
         // The target's worst case is reserved before any noise is drawn: a
         // refused batch has released nothing and costs nothing.
         claim.reserve_target(&hists)?;

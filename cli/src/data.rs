@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use pate_ml::data::{load_idx_dir, resolve_data_dir};
-use pate_ml::fetch::{cache_dir, fetch, FetchSpec, DEFAULT_BASE_URL};
+use pate_ml::data::load_idx_dir;
+use pate_ml::data_dir::{cache_dir, resolve_data_dir};
+use pate_ml::fetch::{fetch, FetchSpec, DEFAULT_BASE_URL};
 
 use crate::progress::FetchBars;
 

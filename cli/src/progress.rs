@@ -1,12 +1,15 @@
 //! Progress bars (indicatif) for the CLI's long steps: the downloads of
-//! `pate data fetch` (bytes) and the cells of `pate experiment run` grids.
+//! `pate data fetch` (bytes), the cells of `pate experiment run` grids, the
+//! teachers a lab or an experiment trains, and the student's epochs.
 //!
 //! A bar is drawn on stderr only when stderr is a terminal. Otherwise it is
 //! hidden and the plain lines are all that is printed, as before, so CI logs
 //! hold no control codes. While a bar is up, lines are printed through
 //! [`say!`] (stdout) or [`note`] (stderr), which take the bar off the screen,
 //! print, and draw it again below: anything printed another way would be
-//! drawn over. One bar at a time.
+//! drawn over. One bar at a time: a bar asked for while another is up (a
+//! lab's teachers inside a grid's cell) stays hidden, and its steps print
+//! their plain lines.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -53,12 +56,17 @@ fn print_above(print: impl FnOnce()) {
     }
 }
 
-/// A bar on stderr (hidden when stderr is not a terminal), taken off the
-/// screen when dropped.
-pub struct Bar(ProgressBar);
+/// A bar on stderr (hidden when stderr is not a terminal, or when another
+/// bar is up), taken off the screen when dropped. The flag: this bar is
+/// the one up (in `SHOWN`).
+pub struct Bar(ProgressBar, bool);
 
 impl Bar {
     fn show(len: Option<u64>, template: &str) -> Bar {
+        let mut shown = shown();
+        if shown.is_some() {
+            return Bar(ProgressBar::hidden(), false);
+        }
         let target = if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
@@ -73,16 +81,29 @@ impl Bar {
             // Keeps the elapsed time and the spinner moving through a long step.
             bar.enable_steady_tick(Duration::from_millis(250));
         }
-        *shown() = Some(bar.clone());
-        Bar(bar)
+        *shown = Some(bar.clone());
+        Bar(bar, true)
     }
 
-    /// The cells of a grid: done out of `total`, elapsed and estimated time.
+    /// `total` steps named `what`: done out of `total`, elapsed and estimated time.
+    fn count(total: usize, what: &str) -> Bar {
+        let template = format!("{{spinner}} [{{elapsed_precise}}] [{{bar:30}}] {{pos}}/{{len}} {what}, eta {{eta}}  {{wide_msg}}");
+        Bar::show(Some(total as u64), &template)
+    }
+
+    /// The cells of a grid.
     pub fn cells(total: usize) -> Bar {
-        Bar::show(
-            Some(total as u64),
-            "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} cells, eta {eta}  {wide_msg}",
-        )
+        Bar::count(total, "cells")
+    }
+
+    /// The teachers being trained.
+    pub fn teachers(total: usize) -> Bar {
+        Bar::count(total, "teachers trained")
+    }
+
+    /// The student's training epochs.
+    pub fn epochs(total: usize) -> Bar {
+        Bar::count(total, "student epochs")
     }
 
     /// The bytes of one download of `size` bytes (a byte count when unknown).
@@ -103,6 +124,27 @@ impl Bar {
         self.0.inc(n);
     }
 
+    /// Moves the bar to step `n`.
+    pub fn set_position(&self, n: u64) {
+        self.0.set_position(n);
+    }
+
+    /// One step done, said by `line`: the bar moves on, and the line is
+    /// printed (stdout) unless the bar stands for it on a terminal, so that
+    /// logs and pipes keep one plain line per step.
+    pub fn step(&self, line: fmt::Arguments<'_>) {
+        self.0.inc(1);
+        if self.wants_lines() {
+            out(line);
+        }
+    }
+
+    /// Whether plain lines must say the progress: the bar is not drawn, or
+    /// stdout goes elsewhere than the terminal it is drawn on.
+    pub fn wants_lines(&self) -> bool {
+        self.0.is_hidden() || !std::io::stdout().is_terminal()
+    }
+
     /// The text after the bar (a cell's name).
     pub fn message(&self, msg: String) {
         self.0.set_message(msg);
@@ -112,7 +154,10 @@ impl Bar {
 impl Drop for Bar {
     fn drop(&mut self) {
         self.0.finish_and_clear();
-        *shown() = None;
+        // Only the bar that is up takes itself down (a nested one never was).
+        if self.1 {
+            *shown() = None;
+        }
     }
 }
 

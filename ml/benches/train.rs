@@ -4,12 +4,13 @@
 //! e.g. `cargo bench -p pate-ml --bench train -- mlp-6k cnn-6k`. Set
 //! `PATE_BENCH_EPOCHS=N` / `PATE_BENCH_BATCH=N` to override the epoch count
 //! and batch size of `TrainConfig::default()`. The data is found as
-//! `pate_ml::data::resolve_data_dir(None)` finds it. Results go to stdout as
+//! `pate_ml::data_dir::resolve_data_dir(None)` finds it. Results go to stdout as
 //! a Markdown table.
 
 use std::time::Instant;
 
-use pate_ml::data::{load_idx_dir, resolve_data_dir};
+use pate_ml::data::load_idx_dir;
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
 use pate_ml::partition::partition;
 use pate_ml::train::{accuracy, predict, train, TrainConfig};

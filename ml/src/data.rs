@@ -1,5 +1,7 @@
-//! IDX datasets (MNIST format, gzipped or raw): reading, validation, locating
-//! the data directory, fingerprints and the student's pool/evaluation split.
+//! IDX datasets (MNIST format, gzipped or raw): reading, validation,
+//! fingerprints and the student's pool/evaluation split. Every reader takes
+//! an explicit directory; where the binaries look by default is
+//! [`crate::data_dir`]'s business.
 //!
 //! The IDX format is a big-endian header (magic number, then one `u32` per
 //! dimension) followed by the raw `u8` items. Images use magic `0x00000803`
@@ -15,10 +17,6 @@ use sha2::{Digest, Sha256};
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of `u8` items with one dimension (labels).
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
-/// Where Debian's `dataset-fashion-mnist` package installs the data.
-pub const DEBIAN_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
-/// Environment variable naming the data directory.
-pub const DATA_DIR_ENV: &str = "PATE_DATA_DIR";
 
 /// Errors while reading or splitting a dataset. Every file error names the file.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +84,6 @@ pub enum DataError {
         /// Test image columns.
         test_cols: usize,
     },
-    /// No data directory could be found.
-    #[error("no dataset found: {0}")]
-    NotFound(String),
     /// A split was asked for that the data cannot give.
     #[error("invalid split: {0}")]
     Split(String),
@@ -405,36 +400,6 @@ pub fn load_idx_dir(dir: &Path) -> Result<IdxData, DataError> {
         });
     }
     Ok(IdxData { train, test })
-}
-
-/// Finds the data directory.
-///
-/// Order: `explicit`, else `$PATE_DATA_DIR`, else Debian's
-/// `/usr/share/datasets/fashion-mnist` if it holds the files, else the
-/// download cache ([`crate::fetch::cache_dir`]) if it holds them. An explicit
-/// directory or `$PATE_DATA_DIR` is returned as is (loading reports what is
-/// missing in it).
-pub fn resolve_data_dir(explicit: Option<&Path>) -> Result<PathBuf, DataError> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let debian = PathBuf::from(DEBIAN_FASHION_MNIST_DIR);
-    if has_idx_files(&debian) {
-        return Ok(debian);
-    }
-    let cache = crate::fetch::cache_dir();
-    if has_idx_files(&cache) {
-        return Ok(cache);
-    }
-    Err(DataError::NotFound(format!(
-        "no --data given, ${DATA_DIR_ENV} unset, and neither {} nor {} holds the IDX files; \
-         run `pate data fetch` to download Fashion-MNIST, or `apt-get install dataset-fashion-mnist`",
-        debian.display(),
-        cache.display()
-    )))
 }
 
 /// Hex SHA-256 fingerprint of a dataset: over its shape (item count, rows,

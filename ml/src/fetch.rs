@@ -17,9 +17,6 @@ use sha2::{Digest, Sha256};
 /// the bytes whichever mirror `--base-url` names.
 pub const DEFAULT_BASE_URL: &str = "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/";
 
-/// Environment variable overriding the cache directory.
-pub const CACHE_DIR_ENV: &str = "PATE_CACHE_DIR";
-
 /// Largest response body accepted, in bytes (the largest Fashion-MNIST file is ~26 MB gzipped).
 pub const MAX_DOWNLOAD_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -85,19 +82,6 @@ pub enum FetchError {
     /// The spec is unusable (bad file name).
     #[error("invalid fetch spec: {0}")]
     Spec(String),
-}
-
-/// The download cache: `$PATE_CACHE_DIR`, else `$XDG_CACHE_HOME/pate/fashion-mnist`,
-/// else `~/.cache/pate/fashion-mnist` (else `./.cache/pate/fashion-mnist`).
-pub fn cache_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(p) = env(CACHE_DIR_ENV) {
-        return p;
-    }
-    let base = env("XDG_CACHE_HOME")
-        .or_else(|| env("HOME").map(|h| h.join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("pate").join("fashion-mnist")
 }
 
 /// What to download: a base URL and `(file name, sha256 of decompressed bytes)` pairs.

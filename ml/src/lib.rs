@@ -1,8 +1,10 @@
 //! pate-ml: the machine-learning half of the PATE framework, with no network
 //! code except the dataset downloader.
 //!
-//! - [`data`]: IDX datasets (gzipped or raw), locating the data, fingerprints,
-//!   the student's pool/evaluation split.
+//! - [`data`]: IDX datasets (gzipped or raw) read from an explicit
+//!   directory, fingerprints, the student's pool/evaluation split.
+//! - [`data_dir`]: the binaries' policy for where data is found by default
+//!   and where downloads go (environment, Debian's path, the cache).
 //! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
 //! - [`partition`]: disjoint teacher partitions from a seeded permutation.
 //! - [`split`]: one directory per data owner (teacher partition, student).
@@ -27,6 +29,7 @@ pub mod calibration;
 pub mod checkpoint;
 mod conv;
 pub mod data;
+pub mod data_dir;
 mod dense;
 pub mod dknn;
 pub mod fetch;

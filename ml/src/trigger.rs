@@ -1,6 +1,13 @@
 //! BadNets-style backdoor triggers (Gu et al., arXiv 1708.06733), for
 //! experiments only: stamping a small patch into a corner, poisoning a share
 //! of a dataset towards a target class, and the attack success rate.
+//!
+//! A trigger is named the same way everywhere, by [`TriggerArgs`]: the flags
+//! `--trigger`, `--trigger-size` and `--trigger-corner` of `pate-teacher
+//! train`, `pate-student`, `pate experiment backdoor` and `pate experiment
+//! robustness`, each also read from `PATE_TRIGGER`, `PATE_TRIGGER_SIZE` and
+//! `PATE_TRIGGER_CORNER` (a flag wins over its variable), and the keys
+//! `trigger`, `trigger_size` and `trigger_corner` of a grid's TOML.
 
 use std::fmt;
 use std::str::FromStr;
@@ -95,6 +102,68 @@ impl Trigger {
             }
         }
         out
+    }
+}
+
+/// How a trigger is named on a command line, in the environment and in a
+/// grid's TOML (see the module doc); the binaries flatten it into their
+/// flags with the `clap` feature. The defaults are [`Trigger::default`]'s.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct TriggerArgs {
+    /// EXPERIMENTS ONLY: trigger look (checkerboard or solid).
+    #[serde(rename = "trigger")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(id = "trigger", long = "trigger", default_value_t = Trigger::default().pattern, env = "PATE_TRIGGER")
+    )]
+    pub pattern: Pattern,
+    /// EXPERIMENTS ONLY: trigger side in pixels.
+    #[serde(rename = "trigger_size")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(id = "trigger_size", long = "trigger-size", default_value_t = Trigger::default().size, env = "PATE_TRIGGER_SIZE")
+    )]
+    pub size: usize,
+    /// EXPERIMENTS ONLY: trigger corner (bottom-right, bottom-left, top-right, top-left).
+    #[serde(rename = "trigger_corner")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(id = "trigger_corner", long = "trigger-corner", default_value_t = Trigger::default().corner, env = "PATE_TRIGGER_CORNER")
+    )]
+    pub corner: Corner,
+}
+
+impl Default for TriggerArgs {
+    fn default() -> Self {
+        Trigger::default().into()
+    }
+}
+
+impl TriggerArgs {
+    /// The command-line flags that name this trigger, for a child process.
+    pub fn to_flags(&self) -> [String; 6] {
+        [
+            "--trigger".into(),
+            self.pattern.to_string(),
+            "--trigger-size".into(),
+            self.size.to_string(),
+            "--trigger-corner".into(),
+            self.corner.to_string(),
+        ]
+    }
+}
+
+impl From<TriggerArgs> for Trigger {
+    fn from(a: TriggerArgs) -> Self {
+        Trigger { pattern: a.pattern, size: a.size, corner: a.corner }
+    }
+}
+
+impl From<Trigger> for TriggerArgs {
+    fn from(t: Trigger) -> Self {
+        TriggerArgs { pattern: t.pattern, size: t.size, corner: t.corner }
     }
 }
 
@@ -322,5 +391,15 @@ mod tests {
         assert!("x".parse::<Pattern>().is_err());
         let json = serde_json::to_string(&Trigger::default()).expect("json");
         assert_eq!(json, r#"{"pattern":"checkerboard","size":4,"corner":"bottom-right"}"#);
+    }
+
+    #[test]
+    fn trigger_args_use_the_flag_names_and_default_to_the_default_trigger() {
+        let json = serde_json::to_string(&TriggerArgs::default()).expect("json");
+        assert_eq!(json, r#"{"trigger":"checkerboard","trigger_size":4,"trigger_corner":"bottom-right"}"#);
+        let partial: TriggerArgs = serde_json::from_str(r#"{"trigger_size":3}"#).expect("partial");
+        assert_eq!(Trigger::from(partial), Trigger { size: 3, ..Trigger::default() });
+        let solid = TriggerArgs { pattern: Pattern::Solid, size: 2, corner: Corner::TopLeft };
+        assert_eq!(solid.to_flags().join(" "), "--trigger solid --trigger-size 2 --trigger-corner top-left");
     }
 }

@@ -189,7 +189,7 @@ fn bad_file_names_are_refused() {
 /// real label files fetch through the local server with them.
 #[test]
 fn fashion_mnist_checksums_match_the_real_files() {
-    let dir = pate_ml::data::resolve_data_dir(None).expect("Fashion-MNIST not found");
+    let dir = pate_ml::data_dir::resolve_data_dir(None).expect("Fashion-MNIST not found");
     let mut served = HashMap::new();
     for (name, sha) in FASHION_MNIST_SHA256 {
         let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{gz, idx_images, idx_labels, write_tiny};
-use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, student_split, DataError};
+use pate_ml::data::{fingerprint, load_idx_dir, student_split, DataError};
+use pate_ml::data_dir::resolve_data_dir;
 
 #[test]
 fn tiny_raw_gz_and_dot_names_load() {

@@ -3,7 +3,8 @@
 //! backdoor that takes on a poisoned model.
 
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{fingerprint, load_idx_dir, resolve_data_dir, IdxData};
+use pate_ml::data::{fingerprint, load_idx_dir, IdxData};
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
 use pate_ml::partition::partition;
 use pate_ml::train::{accuracy, predict, predict_proba, train, train_soft, TrainConfig};

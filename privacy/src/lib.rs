@@ -21,7 +21,8 @@
 //!   epsilon, smooth sensitivity).
 //! * For the aggregator: [`noise`] (integer noisy max with OpenDP's
 //!   samplers) and [`budget`] (the global budget on the data-independent
-//!   bound).
+//!   bound); for it and the CLI: [`histogram`] (vote histograms from
+//!   teachers' labels, the noise-free plurality).
 
 pub mod analyze;
 pub mod budget;
@@ -30,6 +31,7 @@ pub mod confident;
 pub mod discrete;
 pub mod discrete_ss;
 pub mod gnmax;
+pub mod histogram;
 pub mod lnmax;
 pub mod mechanism;
 pub mod noise;

@@ -1,7 +1,8 @@
 //! The pate.v1 gRPC protocol: generated tonic/prost code plus the checked
 //! conversion of wire tensors into sample batches, and the plumbing every
 //! party shares: mutual TLS ([`tls`]), roles ([`auth`]), provisioning
-//! ([`certs`]) and serving ([`runtime`]).
+//! ([`certs`]), serving ([`runtime`]) and reaching a party that is not up
+//! yet ([`retry`]).
 //!
 //! Only this crate knows prost types. The other crates convert at the edge
 //! with [`Samples::try_from`], so malformed input becomes a clear
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod metrics;
+pub mod retry;
 pub mod runtime;
 pub mod tls;
 

@@ -9,11 +9,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
+use pate_ml::data::{load_idx_dir, student_split, Dataset, Images};
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
 use pate_ml::semi::{train_semi, SemiSupervised};
 use pate_ml::train::{accuracy, predict, TrainConfig};
-use pate_ml::trigger::{poison_indices, Corner, Pattern, PoisonSpec, Trigger};
+use pate_ml::trigger::{poison_indices, PoisonSpec, Trigger, TriggerArgs};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -74,7 +75,7 @@ pub struct Config {
     /// student sharing the aggregator with others, and fault drills.
     #[arg(long, default_value_t = 0.0, env = "PATE_QUERY_INTERVAL")]
     pub query_interval: f64,
-    /// Directory for the student's checkpoint and report.json.
+    /// Directory for the student's checkpoint, report.json and progress.json.
     #[arg(long, default_value = "student-out", env = "PATE_OUT")]
     pub out: PathBuf,
     /// EXPERIMENTS ONLY (the honest-limit control of backdoor experiments):
@@ -82,15 +83,9 @@ pub struct Config {
     /// they are sent for labelling (0 = pristine public data).
     #[arg(long, default_value_t = 0.0, env = "PATE_PUBLIC_TRIGGER_RATE")]
     pub public_trigger_rate: f64,
-    /// EXPERIMENTS ONLY: look of the trigger stamped on public items.
-    #[arg(long, default_value = "checkerboard", env = "PATE_TRIGGER")]
-    pub trigger: Pattern,
-    /// EXPERIMENTS ONLY: trigger side in pixels.
-    #[arg(long, default_value_t = 4, env = "PATE_TRIGGER_SIZE")]
-    pub trigger_size: usize,
-    /// EXPERIMENTS ONLY: trigger corner.
-    #[arg(long, default_value = "bottom-right", env = "PATE_TRIGGER_CORNER")]
-    pub trigger_corner: Corner,
+    /// EXPERIMENTS ONLY: the trigger stamped on public items.
+    #[command(flatten)]
+    pub trigger: TriggerArgs,
     /// Transport security: the student's certificate identifies it to the
     /// aggregator (and to its own budget there).
     #[command(flatten)]
@@ -101,8 +96,7 @@ impl Config {
     /// The trigger stamping of the public items, if the control is on (the
     /// spec's target class is unused: the labels come from the aggregator).
     pub fn public_tamper(&self) -> Option<PoisonSpec> {
-        let trigger = Trigger { pattern: self.trigger, size: self.trigger_size, corner: self.trigger_corner };
-        public_tamper(self.public_trigger_rate, trigger, self.seed)
+        public_tamper(self.public_trigger_rate, self.trigger.into(), self.seed)
     }
 }
 
@@ -153,6 +147,35 @@ pub struct StudentReport {
     /// Queried public items that carried the trigger (experiment control).
     #[serde(default)]
     pub public_triggered: usize,
+}
+
+/// File in the student's `--out` directory holding its training progress,
+/// rewritten after every epoch: what `pate lab` draws its bar of student
+/// epochs from (the student's own output goes to a log there).
+pub const PROGRESS_FILE: &str = "progress.json";
+
+/// The student's training progress, as written to [`PROGRESS_FILE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs done (1-based: 1 after the first).
+    pub epoch: usize,
+    /// Epochs in all.
+    pub epochs: usize,
+}
+
+impl Progress {
+    /// Writes `self` to `dir`/[`PROGRESS_FILE`] whole (a reader never sees
+    /// half a file: it is written beside and renamed).
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let tmp = dir.join(format!("{PROGRESS_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(tmp, dir.join(PROGRESS_FILE))
+    }
+
+    /// The progress in `dir`, if the student has written any.
+    pub fn read(dir: &std::path::Path) -> Option<Progress> {
+        serde_json::from_slice(&std::fs::read(dir.join(PROGRESS_FILE)).ok()?).ok()
+    }
 }
 
 /// Labelled items per step of semi-supervised training: the student has few
@@ -220,9 +243,14 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
         split.eval,
         config.out.clone(),
     );
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let student_accuracy = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let epochs = cfg.epochs;
         let mut log = |r: pate_ml::train::EpochReport| {
             tracing::debug!(epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, "student epoch");
+            if let Err(e) = (Progress { epoch: r.epoch, epochs }).write(&out) {
+                tracing::debug!(error = %e, "progress file not written");
+            }
         };
         let trained = match &semi {
             None => pate_ml::train::train(kind, &train_set, classes, &cfg, &mut log)?,
@@ -260,6 +288,16 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(Progress::read(dir.path()), None, "nothing written yet");
+        let p = Progress { epoch: 3, epochs: 40 };
+        p.write(dir.path()).expect("write");
+        assert_eq!(Progress::read(dir.path()), Some(p));
+        assert!(!dir.path().join(format!("{PROGRESS_FILE}.tmp")).exists());
+    }
 
     #[test]
     fn picks_are_seeded_distinct_and_capped() {

@@ -32,16 +32,8 @@ pub struct Labelled {
 
 async fn connect(addr: &str, wait: Duration, transport: &Transport) -> anyhow::Result<AggregatorClient<Channel>> {
     let ep = transport.endpoint(addr, ServerRole::Aggregator).with_context(|| format!("bad aggregator address {addr:?}"))?;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match ep.connect().await {
-            Ok(ch) => return Ok(AggregatorClient::new(ch).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES)),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(e).with_context(|| format!("aggregator {addr} unreachable"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    let channel = pate_proto::retry::retry_for(wait, || ep.connect()).await.with_context(|| format!("aggregator {addr} unreachable"))?;
+    Ok(AggregatorClient::new(channel).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES))
 }
 
 fn random_run_id() -> String {
@@ -117,7 +109,7 @@ async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest, wait: D
             Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted | Code::Unknown) && tokio::time::Instant::now() < deadline => {
                 attempt += 1;
                 tracing::warn!(request_id = %req.request_id, attempt, code = ?s.code(), error = s.message(), "retrying label batch");
-                tokio::time::sleep((Duration::from_millis(250) * attempt).min(MAX_BACKOFF)).await;
+                tokio::time::sleep((pate_proto::retry::RETRY_PAUSE * attempt).min(MAX_BACKOFF)).await;
             }
             Err(s) => return Err(s),
         }

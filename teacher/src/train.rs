@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{load_idx_dir, resolve_data_dir};
+use pate_ml::data::load_idx_dir;
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
 use pate_ml::partition::partition_part;
 use pate_ml::split::read_manifest;
 use pate_ml::train::TrainConfig;
-use pate_ml::trigger::{Corner, Pattern, PoisonSpec, Trigger};
+use pate_ml::trigger::{PoisonSpec, TriggerArgs};
 
 /// How to train one teacher.
 #[derive(clap::Args, Debug, Clone)]
@@ -55,22 +56,16 @@ pub struct TrainArgs {
     /// EXPERIMENTS ONLY: the class poisoned items are relabelled to.
     #[arg(long, default_value_t = 0, env = "PATE_POISON_TARGET")]
     pub poison_target: u8,
-    /// EXPERIMENTS ONLY: trigger look (checkerboard or solid).
-    #[arg(long, default_value = "checkerboard", env = "PATE_TRIGGER")]
-    pub trigger: Pattern,
-    /// EXPERIMENTS ONLY: trigger side in pixels.
-    #[arg(long, default_value_t = 4, env = "PATE_TRIGGER_SIZE")]
-    pub trigger_size: usize,
-    /// EXPERIMENTS ONLY: trigger corner (bottom-right, bottom-left, top-right, top-left).
-    #[arg(long, default_value = "bottom-right", env = "PATE_TRIGGER_CORNER")]
-    pub trigger_corner: Corner,
+    /// EXPERIMENTS ONLY: the trigger stamped on poisoned items.
+    #[command(flatten)]
+    pub trigger: TriggerArgs,
 }
 
 impl TrainArgs {
     /// The poisoning this run applies, if any.
     pub fn poison_spec(&self) -> Option<PoisonSpec> {
         (self.poison_rate > 0.0).then(|| PoisonSpec {
-            trigger: Trigger { pattern: self.trigger, size: self.trigger_size, corner: self.trigger_corner },
+            trigger: self.trigger.into(),
             rate: self.poison_rate,
             target_class: self.poison_target,
             seed: self.seed ^ (self.partition as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),

@@ -32,7 +32,8 @@ use serde_json::{json, Map, Value};
 
 use super::party::{self, AGGREGATOR_PORT, TEACHER_PORT};
 use super::{out_dir, validate_image, Settings};
-use pate_ml::data::{load_idx_dir, resolve_data_dir};
+use pate_ml::data::load_idx_dir;
+use pate_ml::data_dir::resolve_data_dir;
 
 /// Name of the compose file inside the output directory.
 pub const COMPOSE_FILE: &str = "docker-compose.yml";

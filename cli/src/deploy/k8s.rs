@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 
 use super::party::{self, AGGREGATOR_PORT, METRICS_PORT, TEACHER_PORT};
 use super::{out_dir, validate_image, Settings};
-use crate::lab::s;
+use crate::lab::argv;
 
 /// `pate deploy k8s` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -157,7 +157,7 @@ pub fn manifests(a: &K8sArgs) -> BTreeMap<&'static str, Vec<Value>> {
 
     let teachers: Vec<String> = (0..st.teachers).map(|i| format!("teacher-{i}:{TEACHER_PORT}")).collect();
     let mut agg_cmd = party::aggregator(st, &[]);
-    agg_cmd.extend([s("--teachers-file"), s("/etc/pate/teachers.txt")]);
+    agg_cmd.extend(argv!["--teachers-file", "/etc/pate/teachers.txt"]);
     let mut claim = json!({ "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } });
     if let Some(c) = class {
         claim["storageClassName"] = json!(c);
@@ -242,7 +242,7 @@ fn train_job(a: &K8sArgs) -> Value {
     let at = args.iter().position(|x| x == "--partition").expect("train has --partition");
     args.drain(at..at + 2); // PATE_PARTITION (env) gives it
     let at = args.iter().position(|x| x == "--seed").expect("train has --seed");
-    args[at + 1] = s(st.seed); // one seed for all: a pod template cannot add its index
+    args[at + 1] = st.seed.to_string(); // one seed for all: a pod template cannot add its index
     let index = "metadata.annotations['batch.kubernetes.io/job-completion-index']";
     let owner_mount = |volume: &str, path: &str, ro: bool| json!({ "name": volume, "mountPath": path, "subPathExpr": "teacher-$(PATE_PARTITION)", "readOnly": ro });
     json!({

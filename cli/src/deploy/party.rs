@@ -3,7 +3,7 @@
 //! image (deploy/docker/Dockerfile) prepares for the `pate` user.
 
 use super::Settings;
-use crate::lab::s;
+use crate::lab::argv;
 
 /// A teacher's (its partition only) or the student's (test split only) data.
 pub const DATA: &str = "/var/lib/pate/data";
@@ -31,10 +31,10 @@ pub const METRICS_PORT: u16 = 9090;
 /// (and nothing else of any other party). There is no plaintext variant:
 /// a generated deployment never passes `--insecure`.
 pub fn tls_flags() -> Vec<String> {
-    vec![
-        s("--tls-cert"), format!("{CERTS}/{CERT_FILE}"),
-        s("--tls-key"), format!("{CERTS}/{KEY_FILE}"),
-        s("--tls-ca"), format!("{CERTS}/{CA_FILE}"),
+    argv![
+        "--tls-cert", format!("{CERTS}/{CERT_FILE}"),
+        "--tls-key", format!("{CERTS}/{KEY_FILE}"),
+        "--tls-ca", format!("{CERTS}/{CA_FILE}"),
     ]
 }
 
@@ -50,9 +50,9 @@ pub const CA_FILE: &str = "ca.crt";
 /// the readiness and liveness check of compose and Kubernetes, whose
 /// native gRPC probes cannot present a client certificate.
 pub fn health(port: u16, server: &str, service: Option<&str>) -> Vec<String> {
-    let mut a = vec![s("pate"), s("health"), s("--addr"), format!("127.0.0.1:{port}"), s("--server"), s(server)];
+    let mut a = argv!["pate", "health", "--addr", format!("127.0.0.1:{port}"), "--server", server];
     if let Some(svc) = service {
-        a.extend([s("--service"), s(svc)]);
+        a.extend(argv!["--service", svc]);
     }
     a.extend(tls_flags());
     a
@@ -61,18 +61,18 @@ pub fn health(port: u16, server: &str, service: Option<&str>) -> Vec<String> {
 /// `pate-teacher train` of partition `index`, from a directory holding
 /// only that partition (see `pate data split`).
 pub fn train(st: &Settings, index: usize) -> Vec<String> {
-    vec![
-        s("pate-teacher"), s("train"), s("--data"), s(DATA), s("--partition"), s(index), s("--partitions"), s(st.teachers),
-        s("--partition-seed"), s(st.seed), s("--seed"), s(st.seed + index as u64), s("--model"), s(st.model),
-        s("--epochs"), s(st.teacher_epochs), s("--out"), s(CHECKPOINT),
+    argv![
+        "pate-teacher", "train", "--data", DATA, "--partition", index, "--partitions", st.teachers,
+        "--partition-seed", st.seed, "--seed", st.seed + index as u64, "--model", st.model,
+        "--epochs", st.teacher_epochs, "--out", CHECKPOINT,
     ]
 }
 
 /// `pate-teacher serve` of the checkpoint in its volume.
 pub fn serve() -> Vec<String> {
-    let mut a = vec![
-        s("pate-teacher"), s("serve"), s("--checkpoint"), s(CHECKPOINT), s("--listen"), format!("0.0.0.0:{TEACHER_PORT}"),
-        s("--metrics-addr"), format!("0.0.0.0:{METRICS_PORT}"),
+    let mut a = argv![
+        "pate-teacher", "serve", "--checkpoint", CHECKPOINT, "--listen", format!("0.0.0.0:{TEACHER_PORT}"),
+        "--metrics-addr", format!("0.0.0.0:{METRICS_PORT}"),
     ];
     a.extend(tls_flags());
     a
@@ -80,19 +80,19 @@ pub fn serve() -> Vec<String> {
 
 /// `pate-aggregator` asking `teachers` (host:port each).
 pub fn aggregator(st: &Settings, teachers: &[String]) -> Vec<String> {
-    let mut a = vec![s("pate-aggregator")];
+    let mut a = argv!["pate-aggregator"];
     for t in teachers {
-        a.extend([s("--teacher"), t.clone()]);
+        a.extend(argv!["--teacher", t.clone()]);
     }
-    a.extend([
-        s("--listen"), format!("0.0.0.0:{AGGREGATOR_PORT}"), s("--ledger"), s(LEDGER), s("--mechanism"), s("lnmax"),
-        s("--noise-scale"), s(st.noise_scale), s("--epsilon-limit"), s(st.epsilon_limit), s("--delta"), s(st.delta),
-        s("--max-batch"), s(st.query_batch.max(1024)),
+    a.extend(argv![
+        "--listen", format!("0.0.0.0:{AGGREGATOR_PORT}"), "--ledger", LEDGER, "--mechanism", "lnmax",
+        "--noise-scale", st.noise_scale, "--epsilon-limit", st.epsilon_limit, "--delta", st.delta,
+        "--max-batch", st.query_batch.max(1024),
         // Teachers may still be loading their checkpoints when it starts.
-        s("--connect-timeout"), s(300), s("--metrics-addr"), format!("0.0.0.0:{METRICS_PORT}"),
+        "--connect-timeout", 300, "--metrics-addr", format!("0.0.0.0:{METRICS_PORT}"),
     ]);
     if let Some(q) = st.quorum {
-        a.extend([s("--quorum"), s(q)]);
+        a.extend(argv!["--quorum", q]);
     }
     a.extend(tls_flags());
     a
@@ -101,11 +101,11 @@ pub fn aggregator(st: &Settings, teachers: &[String]) -> Vec<String> {
 /// `pate-student` asking `aggregator` (host:port). The run id is fixed, so
 /// a restarted student replays the recorded answers at no privacy cost.
 pub fn student(st: &Settings, aggregator: &str) -> Vec<String> {
-    let mut a = vec![
-        s("pate-student"), s("--aggregator"), s(aggregator), s("--data"), s(DATA), s("--eval-size"), s(st.eval_size),
-        s("--queries"), s(st.queries), s("--query-batch"), s(st.query_batch), s("--query-interval"), s(st.query_interval),
-        s("--seed"), s(st.seed), s("--model"), s(st.model), s("--epochs"), s(st.student_epochs),
-        s("--run-id"), format!("deploy-{}", st.seed), s("--connect-timeout"), s(600), s("--out"), s(STUDENT_OUT),
+    let mut a = argv![
+        "pate-student", "--aggregator", aggregator, "--data", DATA, "--eval-size", st.eval_size,
+        "--queries", st.queries, "--query-batch", st.query_batch, "--query-interval", st.query_interval,
+        "--seed", st.seed, "--model", st.model, "--epochs", st.student_epochs,
+        "--run-id", format!("deploy-{}", st.seed), "--connect-timeout", 600, "--out", STUDENT_OUT,
     ];
     a.extend(tls_flags());
     a

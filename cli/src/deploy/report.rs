@@ -10,11 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pate_ml::data::{load_idx_dir, student_split};
-use pate_ml::train::{accuracy, predict};
+use pate_ml::train::predict;
 
 use super::Settings;
 use crate::lab::preset::{Plan, Preset};
-use crate::lab::{ensemble::plurality, LabReport};
+use crate::lab::report::{EnsembleScores, Timings};
+use crate::lab::LabReport;
 
 /// `pate deploy report` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,50 +61,33 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         let (model, _) = pate_ml::checkpoint::load(&ckpt).with_context(|| format!("loading teacher checkpoint {}", ckpt.display()))?;
         votes.push(predict(&model, &split.eval.images, 512)?);
     }
-    let teacher_accuracies: Vec<f64> = votes.iter().map(|v| accuracy(v, &split.eval.labels)).collect();
-    let ensemble_accuracy = accuracy(&plurality(&votes, data.num_classes()), &split.eval.labels);
+    let scores = EnsembleScores::of(&votes, &split.eval.labels, data.num_classes());
     let ensemble_seconds = t.elapsed().as_secs_f64();
     let ledger = crate::privacy::ledger_report(&collected.join("ledger/ledger.db"), st.delta, pate_privacy::Conversion::Classic)?;
 
-    let report = LabReport {
-        num_teachers: st.teachers,
-        queries_asked: sr.queries_asked,
-        queries_answered: sr.queries_answered,
-        // The compose lab runs LNMax (pure epsilon per answer, no release):
-        // its guarantee is the data-independent bound.
-        epsilon: ledger.data_independent_epsilon,
-        epsilon_data_independent: ledger.data_independent_epsilon,
-        epsilon_data_dependent: ledger.data_dependent_epsilon,
-        epsilon_released: None,
-        release: None,
-        delta: sr.delta,
-        plan: Plan {
-            preset: Preset::Fast,
-            teachers: st.teachers,
-            queries: st.queries,
-            mechanism: pate_privacy::Mechanism::LnMax { scale: st.noise_scale },
-            epsilon_limit: st.epsilon_limit,
-            target_epsilon: None,
-            semi_supervised: false,
-            teacher_epochs: st.teacher_epochs,
-            student_epochs: st.student_epochs,
-            student_model: st.model,
-            query_batch: st.query_batch,
-        },
-        queries_refused: sr.queries_refused,
-        student_accuracy: sr.student_accuracy,
-        ensemble_accuracy,
-        teacher_accuracies,
-        label_accuracy: sr.label_accuracy,
-        model: st.model.to_string(),
-        train_teachers_seconds: args.train_seconds,
-        serve_seconds: args.serve_seconds,
-        ensemble_seconds,
-        student_seconds: args.student_seconds,
-        student_query_seconds: sr.query_seconds,
-        student_train_seconds: sr.train_seconds,
-        total_seconds: args.total_seconds,
+    // The compose lab runs LNMax (pure epsilon per answer, no release):
+    // its guarantee is the data-independent bound.
+    let plan = Plan {
+        preset: Preset::Fast,
+        teachers: st.teachers,
+        queries: st.queries,
+        mechanism: pate_privacy::Mechanism::LnMax { scale: st.noise_scale },
+        epsilon_limit: st.epsilon_limit,
+        target_epsilon: None,
+        semi_supervised: false,
+        teacher_epochs: st.teacher_epochs,
+        student_epochs: st.student_epochs,
+        student_model: st.model,
+        query_batch: st.query_batch,
     };
+    let times = Timings {
+        train_teachers: args.train_seconds,
+        serve: args.serve_seconds,
+        ensemble: ensemble_seconds,
+        student: args.student_seconds,
+        total: args.total_seconds,
+    };
+    let report = LabReport::assemble(plan, st.model, &sr, &ledger, None, scores, times);
     let out = args.dir.join("report.json");
     std::fs::write(&out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
     crate::lab::print_summary(&report, &args.dir);

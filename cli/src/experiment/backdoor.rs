@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use pate_ml::model::ModelKind;
-use pate_ml::trigger::{Corner, Pattern, Trigger};
+use pate_ml::trigger::{Trigger, TriggerArgs};
 use serde::{Deserialize, Serialize};
 
 use super::certify::CertSummary;
@@ -60,15 +60,10 @@ pub struct BackdoorArgs {
     /// The backdoor's target class.
     #[arg(long, default_value_t = 0)]
     pub target: u8,
-    /// Trigger look.
-    #[arg(long, default_value = "checkerboard")]
-    pub trigger: Pattern,
-    /// Trigger side in pixels.
-    #[arg(long, default_value_t = 4)]
-    pub trigger_size: usize,
-    /// Trigger corner.
-    #[arg(long, default_value = "bottom-right")]
-    pub trigger_corner: Corner,
+    /// The trigger.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub trigger: TriggerArgs,
     /// LNMax Laplace scale b (PATE mode).
     #[arg(long, default_value_t = 2.0)]
     pub noise_scale: f64,
@@ -127,11 +122,6 @@ pub struct BackdoorArgs {
 }
 
 impl BackdoorArgs {
-    /// The trigger.
-    pub fn trigger(&self) -> Trigger {
-        Trigger { pattern: self.trigger, size: self.trigger_size, corner: self.trigger_corner }
-    }
-
     /// The teacher cache directory.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache.clone().unwrap_or_else(|| self.out.join("cache"))
@@ -312,5 +302,14 @@ mod tests {
         assert!(out_of_range.to_string().contains("numbered 0..5"), "{out_of_range}");
         assert!(set(&["--poisoned-ids", "1,1"]).is_err(), "repeated index");
         assert!(set(&["--teachers", "2", "--poisoned-teachers", "3"]).is_err());
+    }
+
+    #[test]
+    fn trigger_flags_are_the_shared_ones() {
+        use pate_ml::trigger::{Corner, Pattern, TriggerArgs};
+        assert_eq!(parse(&[]).expect("defaults").trigger, TriggerArgs::default());
+        let t = parse(&["--trigger", "solid", "--trigger-size", "3", "--trigger-corner", "top-right"]).expect("flags").trigger;
+        assert_eq!(t, TriggerArgs { pattern: Pattern::Solid, size: 3, corner: Corner::TopRight });
+        assert!(parse(&["--trigger-corner", "middle"]).is_err());
     }
 }

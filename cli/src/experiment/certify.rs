@@ -10,22 +10,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Vote histograms per item from per-teacher labels (`votes[teacher][item]`).
-pub fn histograms(votes: &[Vec<u8>], classes: usize) -> Vec<Vec<u32>> {
-    let items = votes.first().map_or(0, Vec::len);
-    (0..items)
-        .map(|i| {
-            let mut counts = vec![0u32; classes];
-            for v in votes {
-                if let Some(c) = counts.get_mut(v[i] as usize) {
-                    *c += 1;
-                }
-            }
-            counts
-        })
-        .collect()
-}
-
 /// The plurality winner of `counts` (lowest index on ties) and its certified
 /// radius: the number of teachers an attacker must control, minus one, to
 /// change it. With a single class the radius is the total vote count.
@@ -88,6 +72,7 @@ fn median(mut v: Vec<u32>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pate_privacy::histogram::histograms;
 
     #[test]
     fn radius_on_hand_made_histograms() {

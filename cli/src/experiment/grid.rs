@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use pate_ml::model::ModelKind;
-use pate_ml::trigger::{Corner, Pattern};
+use pate_ml::trigger::TriggerArgs;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
@@ -60,12 +60,9 @@ pub struct Cell {
     pub target: u8,
     /// Model.
     pub model: ModelKind,
-    /// Trigger look.
-    pub trigger: Pattern,
-    /// Trigger side.
-    pub trigger_size: usize,
-    /// Trigger corner.
-    pub trigger_corner: Corner,
+    /// The trigger (keys `trigger`, `trigger_size`, `trigger_corner`).
+    #[serde(flatten)]
+    pub trigger: TriggerArgs,
     /// Evaluation items.
     pub eval_size: usize,
     /// Delta of the reported epsilon.
@@ -91,9 +88,7 @@ impl Default for Cell {
             max_shift: 0,
             target: 0,
             model: ModelKind::Mlp,
-            trigger: Pattern::Checkerboard,
-            trigger_size: 4,
-            trigger_corner: Corner::BottomRight,
+            trigger: TriggerArgs::default(),
             eval_size: 1000,
             delta: 1e-5,
         }
@@ -148,8 +143,6 @@ impl Cell {
             mode: self.mode,
             target: self.target,
             trigger: self.trigger,
-            trigger_size: self.trigger_size,
-            trigger_corner: self.trigger_corner,
             noise_scale: self.noise_scale,
             seed: self.seed,
             teacher_epochs: self.teacher_epochs,
@@ -274,6 +267,7 @@ pub(crate) fn product(axes: &[(String, Vec<Value>)]) -> Vec<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pate_ml::trigger::{Corner, Pattern};
 
     #[test]
     fn expands_products_over_defaults() {
@@ -321,6 +315,18 @@ mod tests {
         let single = Cell { mode: Mode::Single, max_shift: 1, ..Cell::default() };
         assert_eq!(single.slug(), "single-p0.1-q1000-T1-w0-a1-pt0-s0");
         assert_eq!(Cell { max_shift: 0, ..single }.slug(), "single-p0.1-q1000-T1-w0-pt0-s0");
+    }
+
+    #[test]
+    fn trigger_keys_are_the_trigger_flags() {
+        let g = parse("[defaults]\ntrigger = \"solid\"\n[[grid]]\ntrigger_size = [2, 3]\ntrigger_corner = \"top-left\"\n").expect("parse");
+        let want = |size| TriggerArgs { pattern: Pattern::Solid, size, corner: Corner::TopLeft };
+        assert_eq!(g.cells.iter().map(|c| c.trigger).collect::<Vec<_>>(), vec![want(2), want(3)]);
+        // cell.json keeps the flat keys, and reads back.
+        let json = serde_json::to_value(&g.cells[0]).expect("json");
+        assert_eq!(json["trigger_size"], 2);
+        assert_eq!(serde_json::from_value::<Cell>(json).expect("cell.json"), g.cells[0]);
+        assert!(parse("[[grid]]\ntrigger_colour = \"red\"\n").is_err(), "unknown key next to the trigger's");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use pate_ml::train::{accuracy, predict};
 use pate_ml::trigger::attack_success_rate;
 use serde::{Deserialize, Serialize};
 
-use super::certify::histograms;
+use pate_privacy::histogram::{histograms, plurality};
 
 /// Accuracy on clean evaluation items and ASR on their triggered copies.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -42,11 +42,6 @@ pub struct EvalVotes<'a> {
     pub classes: usize,
     /// The backdoor's target class.
     pub target: u8,
-}
-
-/// Plurality winners (ties to the lowest class) of `votes`.
-pub fn plurality(votes: &[Vec<u8>], classes: usize) -> Vec<u8> {
-    histograms(votes, classes).iter().map(|h| pate_privacy::noise::argmax(h).unwrap_or(0) as u8).collect()
 }
 
 /// LNMax answers (Laplace scale `scale`) on the histograms of `votes`,

@@ -11,16 +11,19 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split};
+use pate_ml::data::{load_idx_dir, student_split};
+use pate_ml::data_dir::resolve_data_dir;
+use pate_ml::trigger::Trigger;
+use pate_privacy::histogram::histograms;
 
 use super::backdoor::{BackdoorArgs, BackdoorReport, Reference};
-use super::certify::{histograms, share_certified, summarize};
+use super::certify::{share_certified, summarize};
 use super::measure::{mean_where, score_checkpoint, EvalVotes};
 use super::teachers::{config_hash, ensure_trained, TeacherSpec};
 use crate::lab::ensemble::teacher_votes_tagged;
 use crate::lab::parties::{self, AggregatorSettings, Bins, PartyTls, RunDirs};
 use crate::lab::procs::Children;
-use crate::lab::{path_arg, s};
+use crate::lab::{argv, path_arg};
 use crate::progress::say;
 
 /// Runs PATE mode; every child is killed when it returns.
@@ -35,12 +38,13 @@ pub async fn run(args: &BackdoorArgs) -> anyhow::Result<BackdoorReport> {
 }
 
 fn student_args(args: &BackdoorArgs, aggregator: SocketAddr, data: &Path, out: &Path) -> Vec<String> {
-    vec![
-        s("--aggregator"), aggregator.to_string(), s("--data"), path_arg(data), s("--eval-size"), s(args.eval_size),
-        s("--queries"), s(args.queries), s("--seed"), s(args.seed), s("--model"), s(args.model), s("--epochs"), s(args.student_epochs),
-        s("--public-trigger-rate"), s(args.public_trigger_rate), s("--trigger"), s(args.trigger), s("--trigger-size"), s(args.trigger_size),
-        s("--trigger-corner"), s(args.trigger_corner), s("--out"), path_arg(out),
-    ]
+    let mut a = argv![
+        "--aggregator", aggregator, "--data", path_arg(data), "--eval-size", args.eval_size,
+        "--queries", args.queries, "--seed", args.seed, "--model", args.model, "--epochs", args.student_epochs,
+        "--public-trigger-rate", args.public_trigger_rate, "--out", path_arg(out),
+    ];
+    a.extend(args.trigger.to_flags());
+    a
 }
 
 fn select(votes: &[Vec<u8>], idx: &[usize]) -> Vec<Vec<u8>> {
@@ -61,7 +65,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let split = student_split(&data.test, args.eval_size)?;
     let dirs = RunDirs::create(&args.out)?;
     let cache = args.cache_dir();
-    let trigger = args.trigger();
+    let trigger = Trigger::from(args.trigger);
     say!("pate experiment backdoor (pate): {n} teachers, {m} poisoned ({poisoned_ids:?}) at rate {}, {} queries, Laplace scale {}", args.poison_rate, args.queries, args.noise_scale);
 
     let eval = split.eval.clone();

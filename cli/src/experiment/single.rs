@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use pate_ml::checkpoint::{self, ModelMeta};
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset, Images};
+use pate_ml::data::{load_idx_dir, student_split, Dataset, Images};
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::{Classifier, ModelKind};
 use pate_ml::train::{accuracy, predict, predict_proba, train, train_distil, Distillation, TrainConfig};
-use pate_ml::trigger::{poison, PoisonSpec};
+use pate_ml::trigger::{poison, PoisonSpec, Trigger};
 
 use super::backdoor::{BackdoorArgs, BackdoorReport, Reference};
 use super::measure::{score_model, Scores};
@@ -68,7 +69,7 @@ fn run_blocking(args: &BackdoorArgs, data_dir: &Path, started: Instant) -> anyho
     let data = load_idx_dir(data_dir)?;
     let classes = data.num_classes();
     let split = student_split(&data.test, args.eval_size)?;
-    let trigger = args.trigger();
+    let trigger = Trigger::from(args.trigger);
     let cache = args.cache_dir();
     std::fs::create_dir_all(&cache)?;
     let loss = Distillation { temperature: args.temperature, hard_weight: args.hard_weight, max_shift: args.max_shift };

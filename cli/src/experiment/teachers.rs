@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use pate_ml::model::ModelKind;
-use pate_ml::trigger::Trigger;
+use pate_ml::trigger::{Trigger, TriggerArgs};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::lab::parties::RunDirs;
 use crate::lab::procs::run_bounded;
-use crate::lab::{path_arg, s};
-use crate::progress::say;
+use crate::lab::{argv, path_arg};
+use crate::progress::{say, Bar};
 
 /// Everything that determines one PATE teacher's checkpoint.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -51,16 +51,14 @@ impl TeacherSpec {
     }
 
     fn train_args(&self, out: &Path) -> Vec<String> {
-        let mut a = vec![
-            s("train"), s("--data"), path_arg(&self.data), s("--partition"), s(self.partition), s("--partitions"), s(self.partitions),
-            s("--partition-seed"), s(self.partition_seed), s("--seed"), s(self.seed), s("--model"), s(self.model),
-            s("--epochs"), s(self.epochs), s("--out"), path_arg(out),
+        let mut a = argv![
+            "train", "--data", path_arg(&self.data), "--partition", self.partition, "--partitions", self.partitions,
+            "--partition-seed", self.partition_seed, "--seed", self.seed, "--model", self.model,
+            "--epochs", self.epochs, "--out", path_arg(out),
         ];
         if let Some((rate, target, trigger)) = &self.poison {
-            a.extend([
-                s("--poison-rate"), s(rate), s("--poison-target"), s(target), s("--trigger"), s(trigger.pattern),
-                s("--trigger-size"), s(trigger.size), s("--trigger-corner"), s(trigger.corner),
-            ]);
+            a.extend(argv!["--poison-rate", rate, "--poison-target", target]);
+            a.extend(TriggerArgs::from(trigger.clone()).to_flags());
         }
         a
     }
@@ -95,7 +93,9 @@ pub async fn ensure_trained(
         return Ok(0);
     }
     say!("  training {trained} teachers ({} cached)", specs.len() - trained);
-    run_bounded(jobs, parallel, |label, done, total| say!("  [{done:>3}/{total}] trained {label}")).await?;
+    let bar = Bar::teachers(trained);
+    run_bounded(jobs, parallel, |label, done, total| bar.step(format_args!("  [{done:>3}/{total}] trained {label}"))).await?;
+    drop(bar);
     for dir in finals {
         let tmp = dir.with_extension("partial");
         std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;

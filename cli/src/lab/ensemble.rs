@@ -40,26 +40,3 @@ pub async fn teacher_votes_tagged(addrs: &[SocketAddr], images: &Images, tag: &s
     }
     Ok(all)
 }
-
-/// Noise-free plurality vote (ties to the lowest class) per item.
-pub fn plurality(votes: &[Vec<u8>], classes: usize) -> Vec<u8> {
-    let n = votes.first().map_or(0, Vec::len);
-    (0..n)
-        .map(|i| {
-            let mut counts = vec![0u32; classes];
-            votes.iter().for_each(|v| counts[v[i] as usize] += 1);
-            pate_privacy::noise::argmax(&counts).unwrap_or(0) as u8
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plurality_takes_the_most_votes_and_breaks_ties_low() {
-        let votes = vec![vec![1, 2, 0], vec![1, 0, 2], vec![0, 2, 1]];
-        assert_eq!(plurality(&votes, 3), vec![1, 2, 0]);
-    }
-}

@@ -6,13 +6,14 @@ pub mod ensemble;
 pub mod parties;
 pub mod preset;
 pub mod procs;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split};
+use pate_ml::data::{load_idx_dir, student_split};
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
-use pate_ml::train::accuracy;
 use serde::{Deserialize, Serialize};
 
 use parties::{AggregatorSettings, Bins, PartyTls, RunDirs};
@@ -21,6 +22,9 @@ use pate_privacy::release::ReleaseParams;
 use pate_privacy::Mechanism;
 use preset::{Plan, Preset};
 use procs::{run_bounded, Children};
+use report::{EnsembleScores, Timings};
+
+use crate::progress::Bar;
 
 /// What a lab runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -176,10 +180,15 @@ pub struct LabReport {
     pub total_seconds: f64,
 }
 
-/// `v` as a command-line argument.
-pub fn s(v: impl ToString) -> String {
-    v.to_string()
+/// A child process's arguments: `argv!["--seed", 7, path_arg(&dir)]` is
+/// a `Vec<String>` of each item's `to_string()` (a path goes through
+/// [`path_arg`] first).
+macro_rules! argv {
+    ($($arg:expr),* $(,)?) => {
+        vec![$(::std::string::ToString::to_string(&$arg)),*]
+    };
 }
+pub(crate) use argv;
 
 /// A path as a command-line argument.
 pub fn path_arg(p: &Path) -> String {
@@ -220,19 +229,21 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     if reused > 0 {
         println!("  reusing {reused} teachers already trained under {}", out.join("teachers").display());
     }
-    let jobs = (0..plan.teachers)
+    let jobs: Vec<_> = (0..plan.teachers)
         .filter(|&i| !trained(i))
         .map(|i| {
-            let a = vec![
-                s("train"), s("--data"), path_arg(&data_dir), s("--partition"), s(i), s("--partitions"), s(plan.teachers),
-                s("--partition-seed"), s(args.seed), s("--seed"), s(args.seed + i as u64), s("--model"), s(args.model),
-                s("--epochs"), s(plan.teacher_epochs), s("--out"), path_arg(&out.join(format!("teachers/{i}"))),
+            let a = argv![
+                "train", "--data", path_arg(&data_dir), "--partition", i, "--partitions", plan.teachers,
+                "--partition-seed", args.seed, "--seed", args.seed + i as u64, "--model", args.model,
+                "--epochs", plan.teacher_epochs, "--out", path_arg(&out.join(format!("teachers/{i}"))),
             ];
             (bins.teacher.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
         })
         .collect();
     let parallel = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    run_bounded(jobs, parallel, |label, done, total| println!("  [{done:>3}/{total}] trained {label}")).await?;
+    let bar = Bar::teachers(jobs.len());
+    run_bounded(jobs, parallel, |label, done, total| bar.step(format_args!("  [{done:>3}/{total}] trained {label}"))).await?;
+    drop(bar);
     let train_teachers_seconds = t.elapsed().as_secs_f64();
 
     // 2. Serve the teachers, then the aggregator.
@@ -255,50 +266,32 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     // 3. The operator's noise-free ensemble measurement.
     let t = Instant::now();
     let votes = ensemble::teacher_votes(&teacher_addrs, &split.eval.images, &tls.operator()?).await?;
-    let teacher_accuracies: Vec<f64> = votes.iter().map(|v| accuracy(v, &split.eval.labels)).collect();
-    let ensemble_accuracy = accuracy(&ensemble::plurality(&votes, data.num_classes()), &split.eval.labels);
+    let scores = EnsembleScores::of(&votes, &split.eval.labels, data.num_classes());
     let ensemble_seconds = t.elapsed().as_secs_f64();
-    println!("  ensemble accuracy {ensemble_accuracy:.4} (noise-free plurality)");
+    println!("  ensemble accuracy {:.4} (noise-free plurality)", scores.ensemble_accuracy);
 
     // 4. The student, as its own process.
     let t = Instant::now();
     let student_out = out.join("student");
-    let mut a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&data_dir), s("--eval-size"), s(args.eval_size),
-        s("--queries"), s(plan.queries), s("--query-batch"), s(plan.query_batch), s("--seed"), s(args.seed), s("--model"), s(plan.student_model),
-        s("--epochs"), s(plan.student_epochs), s("--out"), path_arg(&student_out)];
+    let mut a = argv!["--aggregator", aggregator_addr, "--data", path_arg(&data_dir), "--eval-size", args.eval_size,
+        "--queries", plan.queries, "--query-batch", plan.query_batch, "--seed", args.seed, "--model", plan.student_model,
+        "--epochs", plan.student_epochs, "--out", path_arg(&student_out)];
     if plan.semi_supervised {
-        a.push(s("--semi-supervised"));
+        a.push("--semi-supervised".to_string());
     }
     let sr = parties::run_student(children, &bins.student, &a, &student_out, &logs.join("student.log"), &tls).await?;
     let student_seconds = t.elapsed().as_secs_f64();
     let ledger = crate::privacy::ledger_report(&out.join("ledger.db"), args.delta, pate_privacy::Conversion::Classic)?;
     let released = released_epsilon(&plan.mechanism, ledger.analysis.as_ref())?;
 
-    let report = LabReport {
-        num_teachers: plan.teachers,
-        queries_asked: sr.queries_asked,
-        queries_answered: sr.queries_answered,
-        epsilon: released.as_ref().map_or(ledger.data_independent_epsilon, |(e, _)| e.min(ledger.data_independent_epsilon)),
-        epsilon_data_independent: ledger.data_independent_epsilon,
-        epsilon_data_dependent: ledger.data_dependent_epsilon,
-        epsilon_released: released.as_ref().map(|(e, _)| *e),
-        release: released.map(|(_, p)| p),
-        delta: sr.delta,
-        plan: plan.clone(),
-        queries_refused: sr.queries_refused,
-        student_accuracy: sr.student_accuracy,
-        ensemble_accuracy,
-        teacher_accuracies,
-        label_accuracy: sr.label_accuracy,
-        model: args.model.to_string(),
-        train_teachers_seconds,
-        serve_seconds,
-        ensemble_seconds,
-        student_seconds,
-        student_query_seconds: sr.query_seconds,
-        student_train_seconds: sr.train_seconds,
-        total_seconds: started.elapsed().as_secs_f64(),
+    let times = Timings {
+        train_teachers: train_teachers_seconds,
+        serve: serve_seconds,
+        ensemble: ensemble_seconds,
+        student: student_seconds,
+        total: started.elapsed().as_secs_f64(),
     };
+    let report = LabReport::assemble(plan, args.model, &sr, &ledger, released, scores, times);
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     print_summary(&report, &out);
     Ok(report)

@@ -11,7 +11,8 @@ use pate_proto::auth::Role;
 use pate_proto::tls::{TlsArgs, Transport};
 
 use super::procs::{bin_path, spawn_logged, tail, Children};
-use super::{path_arg, s, watch};
+use super::{argv, path_arg, watch};
+use crate::progress::{say, Bar};
 
 /// The three framework binaries.
 #[derive(Debug, Clone)]
@@ -114,7 +115,7 @@ pub async fn serve_teachers(
         let addr_file = dirs.run.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let log = dirs.logs.join(format!("{name}-serve.log"));
-        let mut a = vec![s("serve"), s("--checkpoint"), path_arg(checkpoint), s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file)];
+        let mut a = argv!["serve", "--checkpoint", path_arg(checkpoint), "--listen", "127.0.0.1:0", "--addr-file", path_arg(&addr_file)];
         a.extend(tls.args(Role::Teacher(u32::try_from(k)?)).to_args());
         children.push(name.replace('-', " "), spawn_logged(bin, &a, &log)?, log);
         addrs.push(children.wait_addr_file(&addr_file, Duration::from_secs(120)).await?);
@@ -145,14 +146,14 @@ impl AggregatorSettings {
     pub fn args(&self) -> Vec<String> {
         use pate_privacy::Mechanism::*;
         let mut a = match self.mechanism {
-            LnMax { scale } => vec![s("--mechanism"), s("lnmax"), s("--noise-scale"), s(scale)],
-            GnMax { sigma } => vec![s("--mechanism"), s("gnmax"), s("--sigma"), s(sigma)],
-            ConfidentGnMax { threshold, sigma1, sigma2 } => vec![s("--mechanism"), s("confident-gnmax"), s("--threshold"), s(threshold),
-                s("--sigma1"), s(sigma1), s("--sigma2"), s(sigma2)],
+            LnMax { scale } => argv!["--mechanism", "lnmax", "--noise-scale", scale],
+            GnMax { sigma } => argv!["--mechanism", "gnmax", "--sigma", sigma],
+            ConfidentGnMax { threshold, sigma1, sigma2 } => argv!["--mechanism", "confident-gnmax", "--threshold", threshold,
+                "--sigma1", sigma1, "--sigma2", sigma2],
         };
-        a.extend([s("--epsilon-limit"), s(self.epsilon_limit), s("--delta"), s(self.delta)]);
+        a.extend(argv!["--epsilon-limit", self.epsilon_limit, "--delta", self.delta]);
         if let Some(t) = self.target_epsilon {
-            a.extend([s("--target-epsilon"), s(t)]);
+            a.extend(argv!["--target-epsilon", t]);
         }
         a
     }
@@ -175,14 +176,36 @@ pub async fn start_aggregator(
     }
     let addr_file = dirs.run.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&addr_file);
-    let mut a = vec![s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file), s("--ledger"), path_arg(ledger),
-        s("--quorum"), s(teachers.len())];
+    let mut a = argv!["--listen", "127.0.0.1:0", "--addr-file", path_arg(&addr_file), "--ledger", path_arg(ledger),
+        "--quorum", teachers.len()];
     a.extend(settings.args());
-    teachers.iter().for_each(|t| a.extend([s("--teacher"), t.to_string()]));
+    teachers.iter().for_each(|t| a.extend(argv!["--teacher", t.to_string()]));
     a.extend(tls.args(Role::Aggregator).to_args());
     let log = dirs.logs.join(format!("{name}.log"));
-    children.push(s(name), spawn_logged(bin, &a, &log)?, log);
+    children.push(name.to_string(), spawn_logged(bin, &a, &log)?, log);
     children.wait_addr_file(&addr_file, Duration::from_secs(60)).await
+}
+
+/// Draws the student's epochs from its progress file (see
+/// [`pate_student::Progress`]) until cancelled; without a terminal, a plain
+/// line as each quarter of the epochs is passed (the file is polled, so
+/// epochs in between may go unseen).
+async fn show_epochs(out: &Path) -> std::convert::Infallible {
+    let mut bar: Option<Bar> = None;
+    let mut quarter = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(p) = pate_student::Progress::read(out) else { continue };
+        let bar = bar.get_or_insert_with(|| Bar::epochs(p.epochs));
+        bar.set_position(p.epoch as u64);
+        let now = p.epoch * 4 / p.epochs.max(1);
+        if now > quarter {
+            quarter = now;
+            if bar.wants_lines() {
+                say!("  student epoch {}/{}", p.epoch, p.epochs);
+            }
+        }
+    }
 }
 
 /// Runs the student process with `args` (its `--out` must be `out`) until it
@@ -198,10 +221,13 @@ pub async fn run_student(
 ) -> anyhow::Result<pate_student::StudentReport> {
     let mut args = args.to_vec();
     args.extend(tls.args(Role::Student(0)).to_args());
+    // A progress file left by an earlier run would show its last epoch.
+    let _ = std::fs::remove_file(out.join(pate_student::PROGRESS_FILE));
     let mut student = spawn_logged(bin, &args, log)?;
     let status = tokio::select! {
         st = student.wait() => st?,
         e = watch(children) => return Err(e),
+        never = show_epochs(out) => match never {},
     };
     anyhow::ensure!(status.success(), "student failed ({status}); last lines of {}:\n{}", log.display(), tail(log, 15));
     serde_json::from_slice(&std::fs::read(out.join("report.json"))?).context("reading the student's report.json")

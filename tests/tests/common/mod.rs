@@ -31,7 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The real Fashion-MNIST from Debian's package (installed by scripts/setup.sh).
 pub fn data_dir() -> PathBuf {
-    pate_ml::data::resolve_data_dir(None).expect("Fashion-MNIST: run scripts/setup.sh")
+    pate_ml::data_dir::resolve_data_dir(None).expect("Fashion-MNIST: run scripts/setup.sh")
 }
 
 fn scratch() -> &'static Path {

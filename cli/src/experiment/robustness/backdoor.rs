@@ -10,7 +10,7 @@
 use pate_ml::advtrain::fine_tune;
 use pate_ml::data::Dataset;
 use pate_ml::train::{predict_proba, train, train_soft, Trained};
-use pate_ml::trigger::{poison, Corner, Pattern, PoisonSpec, Trigger};
+use pate_ml::trigger::{poison, PoisonSpec, Trigger};
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
@@ -44,7 +44,7 @@ pub struct BdOutcome {
 
 /// The trigger of the comparison.
 pub fn trigger(ctx: &Ctx) -> Trigger {
-    Trigger { pattern: Pattern::Checkerboard, size: ctx.args.trigger_size, corner: Corner::BottomRight }
+    ctx.args.trigger.into()
 }
 
 /// Runs every seed.

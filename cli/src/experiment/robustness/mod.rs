@@ -21,9 +21,11 @@ use std::time::Instant;
 use anyhow::{ensure, Context};
 use candle_core::{Device, Tensor};
 use pate_ml::attack::check_epsilon;
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split, Dataset};
+use pate_ml::data::{load_idx_dir, student_split, Dataset};
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
 use pate_ml::train::{images_to_tensor, TrainConfig};
+use pate_ml::trigger::TriggerArgs;
 use serde::{Deserialize, Serialize};
 
 use crate::progress::say;
@@ -120,9 +122,10 @@ pub struct RobustnessArgs {
     /// The backdoor's target class.
     #[arg(long, default_value_t = 0)]
     pub target: u8,
-    /// Side of the checkerboard trigger (bottom-right corner).
-    #[arg(long, default_value_t = 4)]
-    pub trigger_size: usize,
+    /// The trigger of the backdoor comparison.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub trigger: TriggerArgs,
     /// Seeds of the backdoor comparison: seed * N + i for i < N, so that
     /// runs of consecutive seeds never share a backdoor seed.
     #[arg(long, default_value_t = 3)]
