@@ -3,6 +3,8 @@
 //!
 //! - [`data`]: IDX datasets (gzipped or raw), locating the data, fingerprints,
 //!   the student's pool/evaluation split.
+//! - [`decoded`]: an uncompressed copy of a data set, made once for the
+//!   many processes of a lab.
 //! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
 //! - [`partition`]: disjoint teacher partitions from a seeded permutation.
 //! - [`split`]: one directory per data owner (teacher partition, student).
@@ -25,6 +27,7 @@ pub mod calibration;
 pub mod checkpoint;
 mod conv;
 pub mod data;
+pub mod decoded;
 pub mod dknn;
 pub mod fetch;
 pub mod model;
