@@ -6,11 +6,13 @@ pub mod ensemble;
 pub mod parties;
 pub mod preset;
 pub mod procs;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split};
+use pate_ml::data::{resolve_data_dir, student_split};
+use pate_ml::decoded::decoded_copy;
 use pate_ml::model::ModelKind;
 use pate_ml::train::accuracy;
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,7 @@ use pate_privacy::release::ReleaseParams;
 use pate_privacy::Mechanism;
 use preset::{Plan, Preset};
 use procs::{run_bounded, Children};
+use workers::Concurrency;
 
 /// What a lab runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -94,8 +97,9 @@ pub struct LabArgs {
     /// Seed for partitions, training and query choice.
     #[arg(long, default_value_t = 0, env = "PATE_SEED")]
     pub seed: u64,
-    /// Teachers trained at once [default: the number of CPU cores].
-    #[arg(long)]
+    /// Teachers trained at once [default: the number of CPU cores]; the
+    /// cores are shared out among them (RAYON_NUM_THREADS of each process).
+    #[arg(long, env = "PATE_JOBS")]
     pub jobs: Option<usize>,
     /// Keep every teacher already trained under `<out>/teachers/<i>` (a
     /// checkpoint with its meta.json) instead of training it again: for
@@ -201,8 +205,10 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let started = Instant::now();
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let data_dir = resolve_data_dir(args.data.as_deref())?;
-    let dd = data_dir.clone();
-    let data = tokio::task::spawn_blocking(move || load_idx_dir(&dd)).await??;
+    // Decoded once here; every teacher and the student read the raw copy.
+    let (dd, root) = (data_dir.clone(), args.out.join("data"));
+    let decoded = tokio::task::spawn_blocking(move || decoded_copy(&dd, &root)).await??;
+    let (child_data, data) = (decoded.dir, decoded.data);
     let split = student_split(&data.test, args.eval_size)?;
     // Every bad input is refused here, before any teacher is trained.
     let plan = preset::plan(args, split.pool.len(), data.num_classes())?;
@@ -220,19 +226,22 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     if reused > 0 {
         println!("  reusing {reused} teachers already trained under {}", out.join("teachers").display());
     }
-    let jobs = (0..plan.teachers)
+    let jobs: Vec<_> = (0..plan.teachers)
         .filter(|&i| !trained(i))
         .map(|i| {
             let a = vec![
-                s("train"), s("--data"), path_arg(&data_dir), s("--partition"), s(i), s("--partitions"), s(plan.teachers),
+                s("train"), s("--data"), path_arg(&child_data), s("--partition"), s(i), s("--partitions"), s(plan.teachers),
                 s("--partition-seed"), s(args.seed), s("--seed"), s(args.seed + i as u64), s("--model"), s(args.model),
                 s("--epochs"), s(plan.teacher_epochs), s("--out"), path_arg(&out.join(format!("teachers/{i}"))),
             ];
             (bins.teacher.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
         })
         .collect();
-    let parallel = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    run_bounded(jobs, parallel, |label, done, total| println!("  [{done:>3}/{total}] trained {label}")).await?;
+    let plan_procs = Concurrency::on_this_machine(args.jobs, jobs.len());
+    if !jobs.is_empty() {
+        println!("  training {} teachers, {} at once, {} thread(s) each", jobs.len(), plan_procs.processes, plan_procs.threads);
+    }
+    run_bounded(jobs, plan_procs, |label, done, total| println!("  [{done:>3}/{total}] trained {label}")).await?;
     let train_teachers_seconds = t.elapsed().as_secs_f64();
 
     // 2. Serve the teachers, then the aggregator.
@@ -263,7 +272,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     // 4. The student, as its own process.
     let t = Instant::now();
     let student_out = out.join("student");
-    let mut a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&data_dir), s("--eval-size"), s(args.eval_size),
+    let mut a = vec![s("--aggregator"), aggregator_addr.to_string(), s("--data"), path_arg(&child_data), s("--eval-size"), s(args.eval_size),
         s("--queries"), s(plan.queries), s("--query-batch"), s(plan.query_batch), s("--seed"), s(args.seed), s("--model"), s(plan.student_model),
         s("--epochs"), s(plan.student_epochs), s("--out"), path_arg(&student_out)];
     if plan.semi_supervised {
