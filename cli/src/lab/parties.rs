@@ -112,8 +112,10 @@ pub async fn serve_teachers(
     dirs: &RunDirs,
     tls: &PartyTls,
 ) -> anyhow::Result<Vec<SocketAddr>> {
-    let mut addrs = Vec::with_capacity(teachers.len());
     let env = Concurrency::serving(teachers.len()).env();
+    // All started first, then waited for: they load their checkpoints side
+    // by side instead of one after another.
+    let mut files = Vec::with_capacity(teachers.len());
     for (k, (name, checkpoint)) in teachers.iter().enumerate() {
         let addr_file = dirs.run.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&addr_file);
@@ -121,6 +123,10 @@ pub async fn serve_teachers(
         let mut a = vec![s("serve"), s("--checkpoint"), path_arg(checkpoint), s("--listen"), s("127.0.0.1:0"), s("--addr-file"), path_arg(&addr_file)];
         a.extend(tls.args(Role::Teacher(u32::try_from(k)?)).to_args());
         children.push(name.replace('-', " "), spawn_logged_env(bin, &a, &log, &env)?, log);
+        files.push(addr_file);
+    }
+    let mut addrs = Vec::with_capacity(teachers.len());
+    for addr_file in files {
         addrs.push(children.wait_addr_file(&addr_file, Duration::from_secs(120)).await?);
     }
     Ok(addrs)
