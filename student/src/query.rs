@@ -80,7 +80,7 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
     let mut running = tokio::task::JoinSet::new();
     let mut answered = 0;
     loop {
-        while let Some((b, again)) = schedule.next(running.len()) {
+        while let Some((b, again)) = schedule.next() {
             let start = starts[b];
             let chunk = images.range(start..(start + batch).min(images.len()));
             let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
@@ -94,6 +94,8 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
         }
         let Some(joined) = running.join_next().await else { break };
         let (b, result) = joined.context("label task failed")?;
+        let refused = matches!(&result, Err(status) if status.code() == Code::ResourceExhausted);
+        let again = schedule.finished(b, refused);
         match &result {
             Ok(resp) => {
                 answered += resp.labels.iter().filter(|&&l| l >= 0).count();
@@ -101,7 +103,7 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
                 tracing::info!(batch = b + 1, of = starts.len(), answered, epsilon, "labelled batch");
             }
             Err(status) if status.code() == Code::ResourceExhausted => {
-                if schedule.refused(b) {
+                if again {
                     tracing::info!(batch = b + 1, reason = status.message(), "refused beside other batches in flight: asking again alone");
                 } else {
                     tracing::warn!(batch = b + 1, reason = status.message(), "privacy budget exhausted: training on what was answered");
@@ -177,6 +179,8 @@ struct Schedule {
     width: usize,
     again: std::collections::BTreeSet<usize>,
     retried: std::collections::HashSet<usize>,
+    in_flight: std::collections::HashSet<usize>,
+    /// Whether batch b was the only one in flight all its life so far.
     alone: Vec<bool>,
     stopped: bool,
 }
@@ -189,15 +193,16 @@ impl Schedule {
             width: width.max(1),
             again: Default::default(),
             retried: Default::default(),
+            in_flight: Default::default(),
             alone: vec![false; total],
             stopped: false,
         }
     }
 
-    /// The batch to send now with `running` in flight, and whether it is
-    /// a second asking; `None` to wait (or when done).
-    fn next(&mut self, running: usize) -> Option<(usize, bool)> {
-        if self.stopped || running >= self.width {
+    /// The batch to send now, and whether it is a second asking; `None`
+    /// to wait for one in flight (or when done).
+    fn next(&mut self) -> Option<(usize, bool)> {
+        if self.stopped || self.in_flight.len() >= self.width {
             return None;
         }
         let (b, again) = match self.again.pop_first() {
@@ -208,12 +213,21 @@ impl Schedule {
             }
             None => return None,
         };
-        self.alone[b] = running == 0;
+        self.alone[b] = self.in_flight.is_empty();
+        for &other in &self.in_flight {
+            self.alone[other] = false;
+        }
+        self.in_flight.insert(b);
         Some((b, again))
     }
 
-    /// Batch `b` was refused; whether it will be asked again.
-    fn refused(&mut self, b: usize) -> bool {
+    /// Batch `b` came back; if it was refused, whether it will be asked
+    /// again.
+    fn finished(&mut self, b: usize, refused: bool) -> bool {
+        self.in_flight.remove(&b);
+        if !refused {
+            return false;
+        }
         if self.alone[b] || !self.retried.insert(b) {
             self.stopped = true;
             return false;
@@ -231,52 +245,64 @@ mod tests {
     #[test]
     fn batches_go_out_in_order_up_to_the_width() {
         let mut s = Schedule::new(5, 3);
-        assert_eq!((s.next(0), s.next(1), s.next(2), s.next(3)), (Some((0, false)), Some((1, false)), Some((2, false)), None));
-        assert_eq!((s.next(2), s.next(3)), (Some((3, false)), None));
-        assert_eq!((s.next(1), s.next(2)), (Some((4, false)), None));
-        assert_eq!(s.next(0), None, "all sent");
+        assert_eq!((s.next(), s.next(), s.next(), s.next()), (Some((0, false)), Some((1, false)), Some((2, false)), None));
+        assert!(!s.finished(1, false));
+        assert_eq!((s.next(), s.next()), (Some((3, false)), None));
+        s.finished(0, false);
+        assert_eq!((s.next(), s.next()), (Some((4, false)), None));
+        for b in [2, 3, 4] {
+            s.finished(b, false);
+        }
+        assert_eq!(s.next(), None, "all sent");
     }
 
     #[test]
     fn a_refusal_beside_others_is_asked_again_alone_then_one_at_a_time() {
         let mut s = Schedule::new(6, 3);
         for b in 0..3 {
-            assert_eq!(s.next(b), Some((b, false)));
+            assert_eq!(s.next(), Some((b, false)));
         }
-        // Batch 1 refused while 0 and 2 were in flight: asked again.
-        assert!(s.refused(1));
-        assert_eq!(s.next(2), None, "wait until nothing is in flight");
-        assert_eq!(s.next(1), None);
-        assert_eq!(s.next(0), Some((1, true)), "the refused batch first, alone");
-        assert_eq!(s.next(1), None, "one at a time from now on");
-        assert_eq!(s.next(0), Some((3, false)));
+        // Batch 0 went out first, but others joined it in flight: refused
+        // beside them, it is asked again.
+        assert!(s.finished(0, true));
+        assert_eq!(s.next(), None, "wait until nothing is in flight");
+        s.finished(2, false);
+        assert_eq!(s.next(), None);
+        s.finished(1, false);
+        assert_eq!(s.next(), Some((0, true)), "the refused batch first, alone");
+        assert_eq!(s.next(), None, "one at a time from now on");
+        s.finished(0, false);
+        assert_eq!(s.next(), Some((3, false)));
         // Refused alone: the run ends, as a one-at-a-time student's would.
-        assert!(!s.refused(3));
-        assert_eq!(s.next(0), None);
+        assert!(!s.finished(3, true));
+        assert_eq!(s.next(), None);
     }
 
     #[test]
     fn a_refusal_alone_ends_the_run_at_once() {
         let mut s = Schedule::new(4, 1);
-        assert_eq!(s.next(0), Some((0, false)));
-        assert!(!s.refused(0));
-        assert_eq!(s.next(0), None);
-        // Width 4 but sent with nothing in flight: alone as well.
-        let mut s = Schedule::new(4, 4);
-        assert_eq!(s.next(0), Some((0, false)));
-        assert!(!s.refused(0));
-        assert_eq!(s.next(0), None);
+        assert_eq!(s.next(), Some((0, false)));
+        assert!(!s.finished(0, true));
+        assert_eq!(s.next(), None);
+        // Width 4, but the last batch is the only one left in flight.
+        let mut s = Schedule::new(2, 4);
+        assert_eq!((s.next(), s.next()), (Some((0, false)), Some((1, false))));
+        s.finished(0, false);
+        assert!(s.finished(1, true), "batch 1 had batch 0 beside it");
+        assert_eq!(s.next(), Some((1, true)));
+        assert!(!s.finished(1, true));
+        assert_eq!(s.next(), None);
     }
 
     #[test]
     fn a_batch_is_asked_again_at_most_once() {
         let mut s = Schedule::new(3, 2);
-        s.next(0);
-        s.next(1);
-        assert!(s.refused(0));
-        // A second refusal of the same batch (its first copy or its
-        // retry) ends the run.
-        assert!(!s.refused(0));
-        assert_eq!(s.next(0), None);
+        s.next();
+        s.next();
+        assert!(s.finished(0, true));
+        // The retry refused beside batch 1 still in flight is not asked
+        // a third time: the run ends.
+        assert!(!s.finished(0, true));
+        assert_eq!(s.next(), None);
     }
 }
