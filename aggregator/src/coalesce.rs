@@ -85,16 +85,23 @@ async fn run(pool: Arc<TeacherPool>, mut rx: mpsc::UnboundedReceiver<Job>, max_i
     }
 }
 
-/// One fan-out for `jobs`, its answers split back among them.
+/// One fan-out for `jobs`, its answers split back among them. If every
+/// caller goes away meanwhile (a student gave up on its call), the fan-out
+/// is dropped, which cancels the Vote calls, as it was before merging.
 async fn round(pool: &TeacherPool, mut jobs: Vec<Job>) {
-    if jobs.len() == 1 {
-        let job = jobs.remove(0);
-        let _ = job.reply.send(pool.collect_votes(&job.id, &job.samples).await);
-        return;
+    let (merged, id) = if jobs.len() == 1 { (None, jobs[0].id.clone()) } else { (Some(merge(&jobs)), format!("{}+{}", jobs[0].id, jobs.len() - 1)) };
+    let samples = merged.as_ref().unwrap_or(&jobs[0].samples).clone();
+    if merged.is_some() {
+        tracing::debug!(request_id = %id, calls = jobs.len(), n = samples.n, "merged vote round");
     }
-    let (merged, id) = merge(&jobs);
-    tracing::debug!(request_id = %id, calls = jobs.len(), n = merged.n, "merged vote round");
-    let result = pool.collect_votes(&id, &merged).await;
+    let gone = futures::future::join_all(jobs.iter_mut().map(|j| j.reply.closed()));
+    let result = tokio::select! {
+        r = pool.collect_votes(&id, &samples) => r,
+        _ = gone => {
+            tracing::debug!(request_id = %id, "every caller went away: vote round dropped");
+            return;
+        }
+    };
     let mut offset = 0;
     for job in jobs {
         let n = job.samples.n;
@@ -105,14 +112,13 @@ async fn round(pool: &TeacherPool, mut jobs: Vec<Job>) {
     }
 }
 
-/// The samples of every job, in order, and a request id naming the round.
-fn merge(jobs: &[Job]) -> (Samples, String) {
+/// The samples of every job, in order.
+fn merge(jobs: &[Job]) -> Samples {
     let first = &jobs[0].samples;
     let mut pixels = Vec::with_capacity(jobs.iter().map(|j| j.samples.pixels.len()).sum());
     jobs.iter().for_each(|j| pixels.extend_from_slice(&j.samples.pixels));
     let n = jobs.iter().map(|j| j.samples.n).sum();
-    let id = format!("{}+{}", jobs[0].id, jobs.len() - 1);
-    (Samples { n, rows: first.rows, cols: first.cols, pixels }, id)
+    Samples { n, rows: first.rows, cols: first.cols, pixels }
 }
 
 /// Rows `offset..offset + n` of every teacher's votes.
@@ -133,10 +139,9 @@ mod tests {
     fn merged_samples_keep_every_job_in_order() {
         let (a, _ra) = job("a", 2, 1);
         let (b, _rb) = job("b", 3, 2);
-        let (merged, id) = merge(&[a, b]);
+        let merged = merge(&[a, b]);
         assert_eq!((merged.n, merged.rows, merged.cols), (5, 1, 2));
         assert_eq!(merged.pixels, vec![1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
-        assert_eq!(id, "a+1");
     }
 
     #[test]
