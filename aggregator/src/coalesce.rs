@@ -49,7 +49,13 @@ impl VoteBatcher {
     /// from a round shared with whatever other batches are waiting.
     pub async fn collect(&self, id: &str, samples: &Samples) -> Result<Votes, PoolError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { id: id.to_string(), samples: samples.clone(), reply }).map_err(|_| PoolError::Stopped)?;
+        self.tx
+            .send(Job {
+                id: id.to_string(),
+                samples: samples.clone(),
+                reply,
+            })
+            .map_err(|_| PoolError::Stopped)?;
         rx.await.map_err(|_| PoolError::Stopped)?
     }
 }
@@ -59,7 +65,9 @@ async fn run(pool: Arc<TeacherPool>, mut rx: mpsc::UnboundedReceiver<Job>, max_i
     let mut carry: Option<Job> = None;
     loop {
         // Wait for a free slot first: what arrives meanwhile is merged.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
         let first = match carry.take() {
             Some(job) => job,
             None => match rx.recv().await {
@@ -89,7 +97,11 @@ async fn run(pool: Arc<TeacherPool>, mut rx: mpsc::UnboundedReceiver<Job>, max_i
 /// caller goes away meanwhile (a student gave up on its call), the fan-out
 /// is dropped, which cancels the Vote calls, as it was before merging.
 async fn round(pool: &TeacherPool, mut jobs: Vec<Job>) {
-    let (merged, id) = if jobs.len() == 1 { (None, jobs[0].id.clone()) } else { (Some(merge(&jobs)), format!("{}+{}", jobs[0].id, jobs.len() - 1)) };
+    let (merged, id) = if jobs.len() == 1 {
+        (None, jobs[0].id.clone())
+    } else {
+        (Some(merge(&jobs)), format!("{}+{}", jobs[0].id, jobs.len() - 1))
+    };
     let samples = merged.as_ref().unwrap_or(&jobs[0].samples).clone();
     if merged.is_some() {
         tracing::debug!(request_id = %id, calls = jobs.len(), n = samples.n, "merged vote round");
@@ -105,7 +117,10 @@ async fn round(pool: &TeacherPool, mut jobs: Vec<Job>) {
     let mut offset = 0;
     for job in jobs {
         let n = job.samples.n;
-        let mine = result.as_ref().map(|votes| split(votes, offset, n)).map_err(Clone::clone);
+        let mine = result
+            .as_ref()
+            .map(|votes| split(votes, offset, n))
+            .map_err(Clone::clone);
         offset += n;
         // The caller may have gone away: its votes are simply dropped.
         let _ = job.reply.send(mine);
@@ -118,7 +133,12 @@ fn merge(jobs: &[Job]) -> Samples {
     let mut pixels = Vec::with_capacity(jobs.iter().map(|j| j.samples.pixels.len()).sum());
     jobs.iter().for_each(|j| pixels.extend_from_slice(&j.samples.pixels));
     let n = jobs.iter().map(|j| j.samples.n).sum();
-    Samples { n, rows: first.rows, cols: first.cols, pixels }
+    Samples {
+        n,
+        rows: first.rows,
+        cols: first.cols,
+        pixels,
+    }
 }
 
 /// Rows `offset..offset + n` of every teacher's votes.
@@ -132,7 +152,19 @@ mod tests {
 
     fn job(id: &str, n: usize, fill: u8) -> (Job, oneshot::Receiver<Result<Votes, PoolError>>) {
         let (reply, rx) = oneshot::channel();
-        (Job { id: id.into(), samples: Samples { n, rows: 1, cols: 2, pixels: vec![fill; n * 2] }, reply }, rx)
+        (
+            Job {
+                id: id.into(),
+                samples: Samples {
+                    n,
+                    rows: 1,
+                    cols: 2,
+                    pixels: vec![fill; n * 2],
+                },
+                reply,
+            },
+            rx,
+        )
     }
 
     #[test]

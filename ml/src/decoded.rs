@@ -34,7 +34,10 @@ pub enum DecodedError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DecodedError + '_ {
-    move |source| DecodedError::Io { path: path.to_path_buf(), source }
+    move |source| DecodedError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A data set ready for many readers.
@@ -68,7 +71,11 @@ pub fn decoded_copy(src: &Path, root: &Path) -> Result<Decoded, DecodedError> {
     }
     let gzipped = sources.iter().any(|(_, _, b)| b.starts_with(&[0x1f, 0x8b]));
     if !gzipped || src.join(MANIFEST_FILE).exists() {
-        return Ok(Decoded { dir: src.to_path_buf(), data: load_idx_dir(src)?, written: false });
+        return Ok(Decoded {
+            dir: src.to_path_buf(),
+            data: load_idx_dir(src)?,
+            written: false,
+        });
     }
     let mut h = Sha256::new();
     for (name, _, bytes) in &sources {
@@ -81,10 +88,18 @@ pub fn decoded_copy(src: &Path, root: &Path) -> Result<Decoded, DecodedError> {
     if dir.is_dir() {
         // Renamed into place only once complete and valid: load it (a
         // copy damaged since is reported, not silently rebuilt).
-        return Ok(Decoded { data: load_idx_dir(&dir)?, dir, written: false });
+        return Ok(Decoded {
+            data: load_idx_dir(&dir)?,
+            dir,
+            written: false,
+        });
     }
     std::fs::create_dir_all(root).map_err(io(root))?;
-    let tmp = root.join(format!(".idx-partial-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    let tmp = root.join(format!(
+        ".idx-partial-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let made = write_copy(&tmp, sources).and_then(|()| Ok(load_idx_dir(&tmp)?));
     let data = match made {
         Ok(data) => data,
@@ -100,7 +115,11 @@ pub fn decoded_copy(src: &Path, root: &Path) -> Result<Decoded, DecodedError> {
             return Err(io(&dir)(e));
         }
     }
-    Ok(Decoded { dir, data, written: true })
+    Ok(Decoded {
+        dir,
+        data,
+        written: true,
+    })
 }
 
 /// Writes every source, decompressed, into the new directory `tmp`.
@@ -122,8 +141,17 @@ mod tests {
     use std::io::Write;
 
     fn dataset(n: usize, seed: u8) -> Dataset {
-        let images = Images { data: (0..n * 4).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect(), rows: 2, cols: 2 };
-        Dataset { images, labels: (0..n).map(|i| ((i + seed as usize) % 3) as u8).collect() }
+        let images = Images {
+            data: (0..n * 4)
+                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+                .collect(),
+            rows: 2,
+            cols: 2,
+        };
+        Dataset {
+            images,
+            labels: (0..n).map(|i| ((i + seed as usize) % 3) as u8).collect(),
+        }
     }
 
     fn gz(bytes: &[u8]) -> Vec<u8> {
@@ -135,16 +163,26 @@ mod tests {
     /// Writes `data` as the four standard files, gzipped or raw.
     fn write_source(dir: &Path, data: &IdxData, gzipped: bool) {
         for (split, ds) in [("train", &data.train), ("t10k", &data.test)] {
-            for (kind, dim, bytes) in [("images", 3, idx_images_bytes(&ds.images)), ("labels", 1, idx_labels_bytes(&ds.labels))] {
+            for (kind, dim, bytes) in [
+                ("images", 3, idx_images_bytes(&ds.images)),
+                ("labels", 1, idx_labels_bytes(&ds.labels)),
+            ] {
                 let name = raw_name(split, kind, dim);
-                let (name, bytes) = if gzipped { (format!("{name}.gz"), gz(&bytes)) } else { (name, bytes) };
+                let (name, bytes) = if gzipped {
+                    (format!("{name}.gz"), gz(&bytes))
+                } else {
+                    (name, bytes)
+                };
                 std::fs::write(dir.join(name), bytes).expect("write source");
             }
         }
     }
 
     fn copies(root: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(root).expect("root").map(|e| e.expect("entry").path()).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+            .expect("root")
+            .map(|e| e.expect("entry").path())
+            .collect();
         v.sort();
         v
     }
@@ -152,12 +190,18 @@ mod tests {
     #[test]
     fn a_gzipped_source_is_decoded_once_and_read_raw_after() {
         let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData { train: dataset(11, 1), test: dataset(5, 2) };
+        let data = IdxData {
+            train: dataset(11, 1),
+            test: dataset(5, 2),
+        };
         write_source(src.path(), &data, true);
         let first = decoded_copy(src.path(), root.path()).expect("first");
         assert!(first.written);
         assert_ne!(first.dir, src.path());
-        assert_eq!((first.data.train.clone(), first.data.test.clone()), (data.train.clone(), data.test.clone()));
+        assert_eq!(
+            (first.data.train.clone(), first.data.test.clone()),
+            (data.train.clone(), data.test.clone())
+        );
         for (split, kind, dim) in FILES {
             let bytes = std::fs::read(first.dir.join(raw_name(split, kind, dim))).expect("raw file");
             assert!(!bytes.starts_with(&[0x1f, 0x8b]), "the copy must be uncompressed");
@@ -166,18 +210,28 @@ mod tests {
         assert!(!again.written, "an unchanged source must reuse the copy");
         assert_eq!(again.dir, first.dir);
         assert_eq!(again.data.train, data.train);
-        assert_eq!(copies(root.path()), vec![first.dir.clone()], "no partial directory may be left behind");
+        assert_eq!(
+            copies(root.path()),
+            vec![first.dir.clone()],
+            "no partial directory may be left behind"
+        );
     }
 
     #[test]
     fn a_changed_source_gets_a_fresh_copy_even_with_the_same_size() {
         let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData { train: dataset(11, 1), test: dataset(5, 2) };
+        let data = IdxData {
+            train: dataset(11, 1),
+            test: dataset(5, 2),
+        };
         write_source(src.path(), &data, true);
         let first = decoded_copy(src.path(), root.path()).expect("first");
         // Same shapes and sizes, other pixels and labels: timestamps may
         // not even move within the file system's granularity.
-        let changed = IdxData { train: dataset(11, 9), test: dataset(5, 2) };
+        let changed = IdxData {
+            train: dataset(11, 9),
+            test: dataset(5, 2),
+        };
         write_source(src.path(), &changed, true);
         let second = decoded_copy(src.path(), root.path()).expect("second");
         assert!(second.written);
@@ -189,7 +243,10 @@ mod tests {
     #[test]
     fn raw_sources_and_owner_directories_are_used_as_they_are() {
         let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData { train: dataset(7, 3), test: dataset(4, 4) };
+        let data = IdxData {
+            train: dataset(7, 3),
+            test: dataset(4, 4),
+        };
         write_source(src.path(), &data, false);
         let d = decoded_copy(src.path(), root.path()).expect("raw");
         assert_eq!((d.dir.as_path(), d.written), (src.path(), false));
@@ -197,17 +254,27 @@ mod tests {
         let owner = tempfile::tempdir().expect("owner");
         write_source(owner.path(), &data, true);
         std::fs::write(owner.path().join(MANIFEST_FILE), b"{}").expect("manifest");
-        assert_eq!(decoded_copy(owner.path(), root.path()).expect("owner").dir, owner.path());
+        assert_eq!(
+            decoded_copy(owner.path(), root.path()).expect("owner").dir,
+            owner.path()
+        );
         assert!(copies(root.path()).is_empty(), "nothing to decode, nothing written");
     }
 
     #[test]
     fn an_invalid_source_is_refused_and_leaves_nothing() {
         let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData { train: dataset(7, 3), test: dataset(4, 4) };
+        let data = IdxData {
+            train: dataset(7, 3),
+            test: dataset(4, 4),
+        };
         write_source(src.path(), &data, true);
         // Six labels for seven training images.
-        std::fs::write(src.path().join("train-labels-idx1-ubyte.gz"), gz(&idx_labels_bytes(&[0; 6]))).expect("overwrite");
+        std::fs::write(
+            src.path().join("train-labels-idx1-ubyte.gz"),
+            gz(&idx_labels_bytes(&[0; 6])),
+        )
+        .expect("overwrite");
         let e = decoded_copy(src.path(), root.path()).expect_err("count mismatch");
         assert!(matches!(e, DecodedError::Data(DataError::CountMismatch { .. })), "{e}");
         assert!(copies(root.path()).is_empty(), "a failed copy must be removed");

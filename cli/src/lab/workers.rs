@@ -32,7 +32,10 @@ impl Concurrency {
     pub fn choose(jobs: Option<usize>, pending: usize, cores: usize) -> Concurrency {
         let cores = cores.max(1);
         let processes = jobs.unwrap_or(cores).min(pending).max(1);
-        Concurrency { processes, threads: (cores / processes).max(1) }
+        Concurrency {
+            processes,
+            threads: (cores / processes).max(1),
+        }
     }
 
     /// [`Concurrency::choose`] on this machine's cores.
@@ -64,28 +67,86 @@ mod tests {
     #[test]
     fn processes_follow_the_cores_and_share_them() {
         // Two cores, twenty teachers: two at once, one thread each.
-        assert_eq!(Concurrency::choose(None, 20, 2), Concurrency { processes: 2, threads: 1 });
+        assert_eq!(
+            Concurrency::choose(None, 20, 2),
+            Concurrency {
+                processes: 2,
+                threads: 1
+            }
+        );
         // A lone teacher gets every core.
-        assert_eq!(Concurrency::choose(None, 1, 8), Concurrency { processes: 1, threads: 8 });
+        assert_eq!(
+            Concurrency::choose(None, 1, 8),
+            Concurrency {
+                processes: 1,
+                threads: 8
+            }
+        );
         // Three teachers on eight cores: three at once, two threads each.
-        assert_eq!(Concurrency::choose(None, 3, 8), Concurrency { processes: 3, threads: 2 });
+        assert_eq!(
+            Concurrency::choose(None, 3, 8),
+            Concurrency {
+                processes: 3,
+                threads: 2
+            }
+        );
         // 250 teachers serving on two cores: one thread each, never zero.
-        assert_eq!(Concurrency::choose(None, 250, 2), Concurrency { processes: 2, threads: 1 });
+        assert_eq!(
+            Concurrency::choose(None, 250, 2),
+            Concurrency {
+                processes: 2,
+                threads: 1
+            }
+        );
     }
 
     #[test]
     fn the_flag_overrides_the_cores_within_bounds() {
-        assert_eq!(Concurrency::choose(Some(1), 20, 4), Concurrency { processes: 1, threads: 4 });
-        assert_eq!(Concurrency::choose(Some(6), 20, 2), Concurrency { processes: 6, threads: 1 });
-        assert_eq!(Concurrency::choose(Some(6), 3, 12), Concurrency { processes: 3, threads: 4 });
+        assert_eq!(
+            Concurrency::choose(Some(1), 20, 4),
+            Concurrency {
+                processes: 1,
+                threads: 4
+            }
+        );
+        assert_eq!(
+            Concurrency::choose(Some(6), 20, 2),
+            Concurrency {
+                processes: 6,
+                threads: 1
+            }
+        );
+        assert_eq!(
+            Concurrency::choose(Some(6), 3, 12),
+            Concurrency {
+                processes: 3,
+                threads: 4
+            }
+        );
         // Zero jobs, zero pending or zero cores still run one at a time.
-        assert_eq!(Concurrency::choose(Some(0), 5, 2), Concurrency { processes: 1, threads: 2 });
-        assert_eq!(Concurrency::choose(None, 0, 0), Concurrency { processes: 1, threads: 1 });
+        assert_eq!(
+            Concurrency::choose(Some(0), 5, 2),
+            Concurrency {
+                processes: 1,
+                threads: 2
+            }
+        );
+        assert_eq!(
+            Concurrency::choose(None, 0, 0),
+            Concurrency {
+                processes: 1,
+                threads: 1
+            }
+        );
     }
 
     #[test]
     fn the_environment_names_the_threads() {
-        let env = Concurrency { processes: 2, threads: 3 }.env();
+        let env = Concurrency {
+            processes: 2,
+            threads: 3,
+        }
+        .env();
         assert_eq!(env, vec![("RAYON_NUM_THREADS".to_string(), "3".to_string())]);
     }
 }
