@@ -187,14 +187,23 @@ mod tests {
         v
     }
 
-    #[test]
-    fn a_gzipped_source_is_decoded_once_and_read_raw_after() {
-        let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData {
+    fn sample() -> IdxData {
+        IdxData {
             train: dataset(11, 1),
             test: dataset(5, 2),
-        };
-        write_source(src.path(), &data, true);
+        }
+    }
+
+    /// A temporary source holding `data` (gzipped or raw), and an empty root.
+    fn setup(data: &IdxData, gzipped: bool) -> (tempfile::TempDir, tempfile::TempDir) {
+        let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
+        write_source(src.path(), data, gzipped);
+        (src, root)
+    }
+
+    #[test]
+    fn a_gzipped_source_is_decoded_once_and_read_raw_after() {
+        let (data, (src, root)) = (sample(), setup(&sample(), true));
         let first = decoded_copy(src.path(), root.path()).expect("first");
         assert!(first.written);
         assert_ne!(first.dir, src.path());
@@ -219,12 +228,7 @@ mod tests {
 
     #[test]
     fn a_changed_source_gets_a_fresh_copy_even_with_the_same_size() {
-        let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData {
-            train: dataset(11, 1),
-            test: dataset(5, 2),
-        };
-        write_source(src.path(), &data, true);
+        let (data, (src, root)) = (sample(), setup(&sample(), true));
         let first = decoded_copy(src.path(), root.path()).expect("first");
         // Same shapes and sizes, other pixels and labels: timestamps may
         // not even move within the file system's granularity.
@@ -242,12 +246,7 @@ mod tests {
 
     #[test]
     fn raw_sources_and_owner_directories_are_used_as_they_are() {
-        let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData {
-            train: dataset(7, 3),
-            test: dataset(4, 4),
-        };
-        write_source(src.path(), &data, false);
+        let (data, (src, root)) = (sample(), setup(&sample(), false));
         let d = decoded_copy(src.path(), root.path()).expect("raw");
         assert_eq!((d.dir.as_path(), d.written), (src.path(), false));
         assert_eq!(d.data.test, data.test);
@@ -263,13 +262,8 @@ mod tests {
 
     #[test]
     fn an_invalid_source_is_refused_and_leaves_nothing() {
-        let (src, root) = (tempfile::tempdir().expect("src"), tempfile::tempdir().expect("root"));
-        let data = IdxData {
-            train: dataset(7, 3),
-            test: dataset(4, 4),
-        };
-        write_source(src.path(), &data, true);
-        // Six labels for seven training images.
+        let (data, (src, root)) = (sample(), setup(&sample(), true));
+        // Six labels for eleven training images.
         std::fs::write(
             src.path().join("train-labels-idx1-ubyte.gz"),
             gz(&idx_labels_bytes(&[0; 6])),
