@@ -3,6 +3,7 @@
 //! the noisy winner (or an abstention), and accounts every bit of privacy it
 //! spends in a durable ledger against one global budget.
 
+pub mod coalesce;
 pub mod health;
 pub mod inflight;
 pub mod metrics;

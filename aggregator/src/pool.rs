@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 /// Why the pool could not be built or could not collect votes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PoolError {
     /// No teacher was configured.
     #[error("no teachers configured: pass --teacher URL (repeatable) or --teachers-file")]
@@ -74,6 +74,10 @@ pub enum PoolError {
         /// Quorum needed.
         quorum: usize,
     },
+    /// The task that sends votes out has stopped (the aggregator is
+    /// shutting down): nothing was asked, the query costs nothing.
+    #[error("the vote fan-out has stopped; retry later")]
+    Stopped,
 }
 
 /// How long teachers still missing get once a quorum answered at start-up.
@@ -220,6 +224,12 @@ impl TeacherPool {
     /// The teachers' addresses, in pool order.
     pub fn addrs(&self) -> impl Iterator<Item = &str> {
         self.members.iter().map(|m| m.addr.as_str())
+    }
+
+    /// The largest Vote every teacher accepts (the smallest `max_batch`
+    /// they described), or 0 if any did not say.
+    pub fn vote_limit(&self) -> usize {
+        self.infos.iter().map(|i| i.max_batch as usize).min().unwrap_or(0)
     }
 
     /// What each teacher said about itself at start-up.

@@ -12,10 +12,16 @@ use pate_proto::Samples;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::coalesce::VoteBatcher;
 use crate::inflight::{self, lock, Claim, Entry, Shared};
 use crate::ledger::{Ledger, LedgerError, QueryRecord};
 use crate::pool::{PoolError, TeacherPool};
 use crate::students::StudentBudgets;
+
+/// Vote rounds in flight at once: one fans out while the next collects
+/// the calls that arrive meanwhile (and a slow teacher's deadline does not
+/// stall everything behind it).
+const VOTE_ROUNDS: usize = 2;
 
 /// Why a Label call failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,7 @@ impl From<LabelError> for Status {
 /// Noisy aggregation over a teacher pool, with a durable ledger.
 pub struct AggregatorService {
     pool: Arc<TeacherPool>,
+    votes: VoteBatcher,
     mechanism: pate_privacy::Mechanism,
     state: Shared,
     ledger: Arc<Mutex<Ledger>>,
@@ -118,9 +125,14 @@ fn samples_digest(caller: &Caller, s: &Samples) -> String {
 
 impl AggregatorService {
     /// Builds the service; `budget` must already hold what `ledger` recorded.
-    /// `students` likewise.
+    /// `students` likewise. Starts the task that merges concurrent calls'
+    /// fan-outs (a round of at most `max_batch` samples, as one call may
+    /// carry, and no more than every teacher accepts: none merged if a
+    /// teacher did not say), so it must run inside a tokio runtime.
     pub fn new(pool: Arc<TeacherPool>, budget: Budget, students: StudentBudgets, ledger: Ledger, max_batch: usize) -> Self {
+        let merge_limit = max_batch.min(pool.vote_limit());
         AggregatorService {
+            votes: VoteBatcher::spawn(Arc::clone(&pool), merge_limit, VOTE_ROUNDS),
             pool,
             mechanism: *budget.mechanism(),
             state: inflight::shared(budget, students),
@@ -220,7 +232,7 @@ impl AggregatorService {
         samples: &Samples,
         student: &str,
     ) -> Result<(Vec<QueryRecord>, (BudgetSnapshot, BudgetSnapshot)), LabelError> {
-        let votes = self.pool.collect_votes(id, samples).await?;
+        let votes = self.votes.collect(id, samples).await?;
         // Every vector holds one label per sample (the pool checks it).
         let hists = histograms(&votes, self.pool.classes());
         // The target's worst case is reserved before any noise is drawn: a

@@ -216,7 +216,7 @@ impl IdxData {
 }
 
 /// Base names of the four standard files, as `(split, kind, idx dimension)`.
-const FILES: [(&str, &str, u8); 4] = [
+pub const FILES: [(&str, &str, u8); 4] = [
     ("train", "images", 3),
     ("train", "labels", 1),
     ("t10k", "images", 3),
@@ -235,7 +235,7 @@ pub fn candidate_names(split: &str, kind: &str, dim: u8) -> Vec<String> {
 }
 
 /// Finds one of the standard files in `dir`.
-fn find_file(dir: &Path, split: &str, kind: &str, dim: u8) -> Result<PathBuf, DataError> {
+pub fn find_file(dir: &Path, split: &str, kind: &str, dim: u8) -> Result<PathBuf, DataError> {
     let names = candidate_names(split, kind, dim);
     names
         .iter()

@@ -5,6 +5,8 @@
 //!   directory, fingerprints, the student's pool/evaluation split.
 //! - [`data_dir`]: the binaries' policy for where data is found by default
 //!   and where downloads go (environment, Debian's path, the cache).
+//! - [`decoded`]: an uncompressed copy of a data set, made once for the
+//!   many processes of a lab.
 //! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
 //! - [`partition`]: disjoint teacher partitions from a seeded permutation.
 //! - [`split`]: one directory per data owner (teacher partition, student).
@@ -30,6 +32,7 @@ pub mod checkpoint;
 mod conv;
 pub mod data;
 pub mod data_dir;
+pub mod decoded;
 mod dense;
 pub mod dknn;
 pub mod fetch;

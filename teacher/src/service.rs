@@ -81,6 +81,7 @@ impl Teacher for TeacherService {
             model_kind: m.model_kind.to_string(),
             input_shape: vec![m.rows as u32, m.cols as u32],
             num_classes: m.classes as u32,
+            max_batch: u32::try_from(self.max_batch).unwrap_or(u32::MAX),
         }))
     }
 

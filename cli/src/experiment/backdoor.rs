@@ -145,11 +145,6 @@ impl BackdoorArgs {
         }
         Ok(ids)
     }
-
-    /// Concurrent training jobs.
-    pub fn parallel(&self) -> usize {
-        self.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-    }
 }
 
 /// What the reference run (same pipeline, no poisoned teacher) measured;

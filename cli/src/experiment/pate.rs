@@ -11,10 +11,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use pate_ml::data::{load_idx_dir, student_split};
+use pate_ml::data::student_split;
 use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::trigger::Trigger;
 use pate_privacy::histogram::histograms;
+use pate_ml::decoded::decoded_copy;
 
 use super::backdoor::{BackdoorArgs, BackdoorReport, Reference};
 use super::certify::{share_certified, summarize};
@@ -59,8 +60,11 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let m = poisoned_ids.len();
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let data_dir = resolve_data_dir(args.data.as_deref())?;
-    let dd = data_dir.clone();
-    let data = tokio::task::spawn_blocking(move || load_idx_dir(&dd)).await??;
+    // Decoded once, beside the cached teachers (shared by a grid's cells);
+    // the processes read the raw copy.
+    let (dd, root) = (data_dir.clone(), args.cache_dir().join("data"));
+    let decoded = tokio::task::spawn_blocking(move || decoded_copy(&dd, &root)).await??;
+    let (child_data, data) = (decoded.dir, decoded.data);
     let classes = data.num_classes();
     let split = student_split(&data.test, args.eval_size)?;
     let dirs = RunDirs::create(&args.out)?;
@@ -101,7 +105,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
             }
         })
         .collect();
-    let teachers_trained = ensure_trained(&bins.teacher, &served, &cache, &dirs, args.parallel()).await?;
+    let teachers_trained = ensure_trained(&bins.teacher, &served, &cache, &dirs, args.jobs, &child_data).await?;
 
     let named: Vec<_> = served.iter().enumerate().map(|(k, t)| (format!("teacher-{k}"), t.dir(&cache))).collect();
     let tls = PartyTls::provision(&args.out, named.len(), 1, false)?;
@@ -129,7 +133,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let agg = parties::start_aggregator(children, &bins.aggregator, "aggregator", &addrs[..n], &args.out.join("ledger.db"), settings, &dirs, &tls).await?;
     let student_out = args.out.join("student");
     say!("  student learning from the attacked ensemble");
-    let sr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &student_out), &student_out, &dirs.logs.join("student.log"), &tls).await?;
+    let sr = parties::run_student(children, &bins.student, &student_args(args, agg, &child_data, &student_out), &student_out, &dirs.logs.join("student.log"), &tls).await?;
     let (e, t, target, dir) = (eval.clone(), eval_trig.clone(), args.target, student_out.join("model"));
     let student = tokio::task::spawn_blocking(move || score_checkpoint(&dir, &e, &t, target)).await??;
     say!("  student accuracy {:.4}, ASR {:.4}", student.accuracy, student.asr);
@@ -147,7 +151,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
             let agg = parties::start_aggregator(children, &bins.aggregator, "reference-aggregator", &clean_addrs, &args.out.join("reference-ledger.db"), settings, &dirs, &tls).await?;
             let out = args.out.join("reference-student");
             say!("  reference student learning from the clean ensemble");
-            let rr = parties::run_student(children, &bins.student, &student_args(args, agg, &data_dir, &out), &out, &dirs.logs.join("reference-student.log"), &tls).await?;
+            let rr = parties::run_student(children, &bins.student, &student_args(args, agg, &child_data, &out), &out, &dirs.logs.join("reference-student.log"), &tls).await?;
             let (e, t, target, dir) = (eval.clone(), eval_trig.clone(), args.target, out.join("model"));
             let student = tokio::task::spawn_blocking(move || score_checkpoint(&dir, &e, &t, target)).await??;
             let r = Reference { ensemble: cv.ensemble(), student, epsilon: Some(rr.epsilon) };

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::lab::parties::RunDirs;
 use crate::lab::procs::run_bounded;
+use crate::lab::workers::Concurrency;
 use crate::lab::{argv, path_arg};
 use crate::progress::{say, Bar};
 
@@ -50,9 +51,11 @@ impl TeacherSpec {
         cache.join(format!("teacher-{}of{}-{kind}-{}", self.partition, self.partitions, config_hash(self)))
     }
 
-    fn train_args(&self, out: &Path) -> Vec<String> {
+    /// The `pate-teacher train` flags writing to `out`, reading `data`
+    /// (the same data set as `self.data`, maybe its decoded copy).
+    fn train_args(&self, out: &Path, data: &Path) -> Vec<String> {
         let mut a = argv![
-            "train", "--data", path_arg(&self.data), "--partition", self.partition, "--partitions", self.partitions,
+            "train", "--data", path_arg(data), "--partition", self.partition, "--partitions", self.partitions,
             "--partition-seed", self.partition_seed, "--seed", self.seed, "--model", self.model,
             "--epochs", self.epochs, "--out", path_arg(out),
         ];
@@ -64,17 +67,21 @@ impl TeacherSpec {
     }
 }
 
-/// Trains (as `pate-teacher train` processes, `parallel` at a time) every
-/// spec whose checkpoint is not in `cache` yet; returns how many it trained.
+/// Trains (as `pate-teacher train` processes, `jobs` at a time, by default
+/// one per core, sharing the cores) every spec whose checkpoint is not in
+/// `cache` yet; returns how many it trained. The processes read `data`, a
+/// decoded copy of the specs' data set ([`pate_ml::decoded`]); the specs
+/// (and so the cache keys) keep naming the source.
 pub async fn ensure_trained(
     bin: &Path,
     specs: &[TeacherSpec],
     cache: &Path,
     dirs: &RunDirs,
-    parallel: usize,
+    jobs: Option<usize>,
+    data: &Path,
 ) -> anyhow::Result<usize> {
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    let mut jobs = Vec::new();
+    let mut pending = Vec::new();
     let mut finals = Vec::new();
     for spec in specs {
         let dir = spec.dir(cache);
@@ -84,17 +91,18 @@ pub async fn ensure_trained(
         let tmp = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&tmp);
         let label = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        jobs.push((bin.to_path_buf(), spec.train_args(&tmp), dirs.logs.join(format!("{label}-train.log")), label));
+        pending.push((bin.to_path_buf(), spec.train_args(&tmp, data), dirs.logs.join(format!("{label}-train.log")), label));
         finals.push(dir);
     }
-    let trained = jobs.len();
+    let trained = pending.len();
     if trained == 0 {
         say!("  all {} teachers found in the cache {}", specs.len(), cache.display());
         return Ok(0);
     }
-    say!("  training {trained} teachers ({} cached)", specs.len() - trained);
+    let plan = Concurrency::on_this_machine(jobs, trained);
+    say!("  training {trained} teachers ({} cached), {} at once, {} thread(s) each", specs.len() - trained, plan.processes, plan.threads);
     let bar = Bar::teachers(trained);
-    run_bounded(jobs, parallel, |label, done, total| bar.step(format_args!("  [{done:>3}/{total}] trained {label}"))).await?;
+    run_bounded(pending, plan, |label, done, total| bar.step(format_args!("  [{done:>3}/{total}] trained {label}"))).await?;
     drop(bar);
     for dir in finals {
         let tmp = dir.with_extension("partial");

@@ -19,24 +19,43 @@ pub async fn teacher_votes(addrs: &[SocketAddr], images: &Images, transport: &Tr
     teacher_votes_tagged(addrs, images, "lab-eval", transport).await
 }
 
-/// As [`teacher_votes`], with request ids starting `tag`.
+/// As [`teacher_votes`], with request ids starting `tag`. A few teachers
+/// are asked at once (twice the cores: one's connection is set up while
+/// another computes), so the operator's measurement of hundreds of
+/// teachers is not a queue of handshakes.
 pub async fn teacher_votes_tagged(addrs: &[SocketAddr], images: &Images, tag: &str, transport: &Transport) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut all = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let channel = transport
-            .endpoint(&addr.to_string(), ServerRole::Teacher)?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to teacher {addr}"))?;
-        let mut client = TeacherClient::new(channel).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES);
-        let mut labels = Vec::with_capacity(images.len());
-        for start in (0..images.len()).step_by(BATCH) {
-            let chunk = images.range(start..(start + BATCH).min(images.len()));
-            let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
-            let req = VoteRequest { request_id: format!("{tag}-{start}"), samples: Some(samples.to_tensor()), with_probabilities: false };
-            labels.extend(client.vote(req).await.with_context(|| format!("teacher {addr} vote"))?.into_inner().labels);
+    let window = 2 * super::workers::cores();
+    let mut all: Vec<Option<Vec<u8>>> = vec![None; addrs.len()];
+    let mut running = tokio::task::JoinSet::new();
+    let mut pending = addrs.iter().copied().enumerate();
+    let images = std::sync::Arc::new(images.clone());
+    loop {
+        while running.len() < window {
+            let Some((i, addr)) = pending.next() else { break };
+            let (images, tag, transport) = (std::sync::Arc::clone(&images), tag.to_string(), transport.clone());
+            running.spawn(async move { (i, votes_of(addr, &images, &tag, &transport).await) });
         }
-        all.push(labels);
+        let Some(joined) = running.join_next().await else { break };
+        let (i, labels) = joined.context("vote task failed")?;
+        all[i] = Some(labels?);
     }
-    Ok(all)
+    Ok(all.into_iter().flatten().collect())
+}
+
+/// One teacher's labels for every image.
+async fn votes_of(addr: SocketAddr, images: &Images, tag: &str, transport: &Transport) -> anyhow::Result<Vec<u8>> {
+    let channel = transport
+        .endpoint(&addr.to_string(), ServerRole::Teacher)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to teacher {addr}"))?;
+    let mut client = TeacherClient::new(channel).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES);
+    let mut labels = Vec::with_capacity(images.len());
+    for start in (0..images.len()).step_by(BATCH) {
+        let chunk = images.range(start..(start + BATCH).min(images.len()));
+        let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
+        let req = VoteRequest { request_id: format!("{tag}-{start}"), samples: Some(samples.to_tensor()), with_probabilities: false };
+        labels.extend(client.vote(req).await.with_context(|| format!("teacher {addr} vote"))?.into_inner().labels);
+    }
+    Ok(labels)
 }

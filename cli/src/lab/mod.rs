@@ -7,12 +7,14 @@ pub mod parties;
 pub mod preset;
 pub mod procs;
 pub mod report;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pate_ml::data::{load_idx_dir, student_split};
+use pate_ml::data::student_split;
 use pate_ml::data_dir::resolve_data_dir;
+use pate_ml::decoded::decoded_copy;
 use pate_ml::model::ModelKind;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,7 @@ use pate_privacy::Mechanism;
 use preset::{Plan, Preset};
 use procs::{run_bounded, Children};
 use report::{EnsembleScores, Timings};
+use workers::Concurrency;
 
 use crate::progress::Bar;
 
@@ -98,8 +101,9 @@ pub struct LabArgs {
     /// Seed for partitions, training and query choice.
     #[arg(long, default_value_t = 0, env = "PATE_SEED")]
     pub seed: u64,
-    /// Teachers trained at once [default: the number of CPU cores].
-    #[arg(long)]
+    /// Teachers trained at once [default: the number of CPU cores]; the
+    /// cores are shared out among them (RAYON_NUM_THREADS of each process).
+    #[arg(long, env = "PATE_JOBS")]
     pub jobs: Option<usize>,
     /// Keep every teacher already trained under `<out>/teachers/<i>` (a
     /// checkpoint with its meta.json) instead of training it again: for
@@ -210,8 +214,10 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let started = Instant::now();
     let bins = Bins::locate(args.bin_dir.as_deref())?;
     let data_dir = resolve_data_dir(args.data.as_deref())?;
-    let dd = data_dir.clone();
-    let data = tokio::task::spawn_blocking(move || load_idx_dir(&dd)).await??;
+    // Decoded once here; every teacher and the student read the raw copy.
+    let (dd, root) = (data_dir.clone(), args.out.join("data"));
+    let decoded = tokio::task::spawn_blocking(move || decoded_copy(&dd, &root)).await??;
+    let (child_data, data) = (decoded.dir, decoded.data);
     let split = student_split(&data.test, args.eval_size)?;
     // Every bad input is refused here, before any teacher is trained.
     let plan = preset::plan(args, split.pool.len(), data.num_classes())?;
@@ -233,16 +239,19 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
         .filter(|&i| !trained(i))
         .map(|i| {
             let a = argv![
-                "train", "--data", path_arg(&data_dir), "--partition", i, "--partitions", plan.teachers,
+                "train", "--data", path_arg(&child_data), "--partition", i, "--partitions", plan.teachers,
                 "--partition-seed", args.seed, "--seed", args.seed + i as u64, "--model", args.model,
                 "--epochs", plan.teacher_epochs, "--out", path_arg(&out.join(format!("teachers/{i}"))),
             ];
             (bins.teacher.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
         })
         .collect();
-    let parallel = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let plan_procs = Concurrency::on_this_machine(args.jobs, jobs.len());
+    if !jobs.is_empty() {
+        println!("  training {} teachers, {} at once, {} thread(s) each", jobs.len(), plan_procs.processes, plan_procs.threads);
+    }
     let bar = Bar::teachers(jobs.len());
-    run_bounded(jobs, parallel, |label, done, total| bar.step(format_args!("  [{done:>3}/{total}] trained {label}"))).await?;
+    run_bounded(jobs, plan_procs, |label, done, total| bar.step(format_args!("  [{done:>3}/{total}] trained {label}"))).await?;
     drop(bar);
     let train_teachers_seconds = t.elapsed().as_secs_f64();
 
@@ -273,7 +282,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     // 4. The student, as its own process.
     let t = Instant::now();
     let student_out = out.join("student");
-    let mut a = argv!["--aggregator", aggregator_addr, "--data", path_arg(&data_dir), "--eval-size", args.eval_size,
+    let mut a = argv!["--aggregator", aggregator_addr, "--data", path_arg(&child_data), "--eval-size", args.eval_size,
         "--queries", plan.queries, "--query-batch", plan.query_batch, "--seed", args.seed, "--model", plan.student_model,
         "--epochs", plan.student_epochs, "--out", path_arg(&student_out)];
     if plan.semi_supervised {

@@ -10,7 +10,8 @@ use anyhow::Context;
 use pate_proto::auth::Role;
 use pate_proto::tls::{TlsArgs, Transport};
 
-use super::procs::{bin_path, spawn_logged, tail, Children};
+use super::procs::{bin_path, spawn_logged, spawn_logged_env, tail, Children};
+use super::workers::Concurrency;
 use super::{argv, path_arg, watch};
 use crate::progress::{say, Bar};
 
@@ -102,7 +103,9 @@ impl PartyTls {
 
 /// Serves each `(name, checkpoint)` as a teacher process and returns their
 /// addresses, in order. Logs go to `<name>-serve.log`. The k-th teacher
-/// presents the certificate of `pate://teacher/<k>`.
+/// presents the certificate of `pate://teacher/<k>`. Every teacher computes
+/// at the same moments (each vote goes to all), so they share the cores:
+/// one compute thread each once there are as many teachers as cores.
 pub async fn serve_teachers(
     children: &mut Children,
     bin: &Path,
@@ -110,14 +113,21 @@ pub async fn serve_teachers(
     dirs: &RunDirs,
     tls: &PartyTls,
 ) -> anyhow::Result<Vec<SocketAddr>> {
-    let mut addrs = Vec::with_capacity(teachers.len());
+    let env = Concurrency::serving(teachers.len()).env();
+    // All started first, then waited for: they load their checkpoints side
+    // by side instead of one after another.
+    let mut files = Vec::with_capacity(teachers.len());
     for (k, (name, checkpoint)) in teachers.iter().enumerate() {
         let addr_file = dirs.run.join(format!("{name}.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let log = dirs.logs.join(format!("{name}-serve.log"));
         let mut a = argv!["serve", "--checkpoint", path_arg(checkpoint), "--listen", "127.0.0.1:0", "--addr-file", path_arg(&addr_file)];
         a.extend(tls.args(Role::Teacher(u32::try_from(k)?)).to_args());
-        children.push(name.replace('-', " "), spawn_logged(bin, &a, &log)?, log);
+        children.push(name.replace('-', " "), spawn_logged_env(bin, &a, &log, &env)?, log);
+        files.push(addr_file);
+    }
+    let mut addrs = Vec::with_capacity(teachers.len());
+    for addr_file in files {
         addrs.push(children.wait_addr_file(&addr_file, Duration::from_secs(120)).await?);
     }
     Ok(addrs)

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
+use super::workers::Concurrency;
+
 /// The lab's running children.
 #[derive(Default)]
 pub struct Children {
@@ -35,6 +37,12 @@ pub fn bin_path(dir: Option<&Path>, name: &str) -> anyhow::Result<PathBuf> {
 
 /// Spawns `program args` with stdout and stderr appended to `log`.
 pub fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    spawn_logged_env(program, args, log, &[])
+}
+
+/// [`spawn_logged`] with `env` added to the child's environment (its
+/// threads: [`super::workers::Concurrency::env`]).
+pub fn spawn_logged_env(program: &Path, args: &[String], log: &Path, env: &[(String, String)]) -> anyhow::Result<Child> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = file.try_clone()?;
     Command::new(program)
@@ -43,6 +51,7 @@ pub fn spawn_logged(program: &Path, args: &[String], log: &Path) -> anyhow::Resu
         .stdout(file)
         .stderr(err)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", program.display()))
@@ -100,13 +109,15 @@ impl Children {
     }
 }
 
-/// Runs `jobs` (program, args, log, label) at most `parallel` at a time;
-/// `on_done` is called as each finishes. The first failure stops the rest.
+/// Runs `jobs` (program, args, log, label) at most `plan.processes` at a
+/// time, each with `plan.threads` compute threads; `on_done` is called as
+/// each finishes. The first failure stops the rest.
 pub async fn run_bounded(
     jobs: Vec<(PathBuf, Vec<String>, PathBuf, String)>,
-    parallel: usize,
+    plan: Concurrency,
     mut on_done: impl FnMut(&str, usize, usize),
 ) -> anyhow::Result<()> {
+    let (parallel, env) = (plan.processes, plan.env());
     let total = jobs.len();
     let mut pending = jobs.into_iter();
     let mut running = tokio::task::JoinSet::new();
@@ -114,7 +125,7 @@ pub async fn run_bounded(
     loop {
         while running.len() < parallel.max(1) {
             let Some((program, args, log, label)) = pending.next() else { break };
-            let mut child = spawn_logged(&program, &args, &log)?;
+            let mut child = spawn_logged_env(&program, &args, &log, &env)?;
             running.spawn(async move { (child.wait().await, log, label) });
         }
         let Some(joined) = running.join_next().await else { return Ok(()) };

@@ -1,0 +1,87 @@
+//! The teachers' own inference bound on labelling: every teacher of a lab
+//! predicts the same query set in this one process, no network, no noise,
+//! no ledger. Labels per second can go no faster end to end than this (on
+//! the same cores), which is what `pate lab`'s labelling is measured
+//! against (docs/BENCHMARKS.md, "Labelling at scale").
+//!
+//! Run: `PATE_BENCH_TEACHERS=lab-out/teachers RAYON_NUM_THREADS=1 cargo
+//! bench -p pate-ml --bench ensemble`. Env: `PATE_BENCH_TEACHERS` (a
+//! directory of checkpoints `0/`, `1/`, ...: a lab's `teachers/`),
+//! `PATE_BENCH_QUERIES` (pool items; default 9,000, the private lab's
+//! pool), `PATE_BENCH_BATCHES` (items per predict call, comma-separated;
+//! default `10,250,4096`: the private and fast presets' Label batches and
+//! one call per teacher), `PATE_BENCH_WORKERS` (threads over teachers;
+//! default the cores). Each worker runs its share of the teachers one after
+//! another, so with `RAYON_NUM_THREADS=1` the cores each run one forward
+//! pass at a time, as the lab's teacher processes do.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split};
+use pate_ml::train::predict;
+
+fn main() -> anyhow::Result<()> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let dir =
+        PathBuf::from(env("PATE_BENCH_TEACHERS").context("set PATE_BENCH_TEACHERS to a lab's teachers/ directory")?);
+    let queries: usize = env("PATE_BENCH_QUERIES").map_or(Ok(9000), |v| v.parse())?;
+    let batches: Vec<usize> = env("PATE_BENCH_BATCHES")
+        .unwrap_or_else(|| "10,250,4096".into())
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers: usize = env("PATE_BENCH_WORKERS").map_or(Ok(cores), |v| v.parse())?;
+
+    let data = load_idx_dir(&resolve_data_dir(None)?)?;
+    let split = student_split(&data.test, 1000)?;
+    let pool = split.pool.range(0..queries);
+    let mut teachers = Vec::new();
+    while dir.join(teachers.len().to_string()).join("meta.json").is_file() {
+        let (model, _) = pate_ml::checkpoint::load(&dir.join(teachers.len().to_string()))?;
+        teachers.push(model);
+    }
+    anyhow::ensure!(!teachers.is_empty(), "no checkpoint {}/0/meta.json", dir.display());
+    println!(
+        "{} teachers from {}, {} queries, {workers} workers, RAYON_NUM_THREADS={}",
+        teachers.len(),
+        dir.display(),
+        pool.len(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
+    );
+    println!();
+    println!("| items per predict call | wall (s) | teacher-predictions/s | labels/s (bound) |");
+    println!("|---:|---:|---:|---:|");
+    for &batch in &batches {
+        let started = Instant::now();
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            let handles: Vec<_> = (0..workers.max(1))
+                .map(|w| {
+                    let (teachers, pool) = (&teachers, &pool);
+                    s.spawn(move || -> anyhow::Result<()> {
+                        for model in teachers.iter().skip(w).step_by(workers.max(1)) {
+                            for start in (0..pool.len()).step_by(batch) {
+                                predict(model, &pool.range(start..start + batch), batch)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+            }
+            Ok(())
+        })?;
+        let secs = started.elapsed().as_secs_f64();
+        let n = pool.len() as f64;
+        println!(
+            "| {batch} | {secs:.2} | {:.0} | {:.0} |",
+            n * teachers.len() as f64 / secs,
+            n / secs
+        );
+    }
+    Ok(())
+}
