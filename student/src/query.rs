@@ -140,12 +140,14 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
 async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest, wait: Duration) -> Result<pate_proto::v1::LabelResponse, tonic::Status> {
     // Retries are free (the aggregator replays a recorded request id), so a
     // restarting aggregator or a brief loss of quorum only delays the run.
+    // Cancelled too: this student never cancels a call, so a cancelled one
+    // was cut by the transport (calls in flight when an aggregator dies).
     let deadline = tokio::time::Instant::now() + wait;
     let mut attempt: u32 = 0;
     loop {
         match client.label(req.clone()).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted | Code::Unknown) && tokio::time::Instant::now() < deadline => {
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::Aborted | Code::Unknown | Code::Cancelled) && tokio::time::Instant::now() < deadline => {
                 attempt += 1;
                 tracing::warn!(request_id = %req.request_id, attempt, code = ?s.code(), error = s.message(), "retrying label batch");
                 tokio::time::sleep((pate_proto::retry::RETRY_PAUSE * attempt).min(MAX_BACKOFF)).await;
