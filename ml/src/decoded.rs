@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_changed_source_gets_a_fresh_copy_even_with_the_same_size() {
-        let (data, (src, root)) = (sample(), setup(&sample(), true));
+        let (_data, (src, root)) = (sample(), setup(&sample(), true));
         let first = decoded_copy(src.path(), root.path()).expect("first");
         // Same shapes and sizes, other pixels and labels: timestamps may
         // not even move within the file system's granularity.
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn an_invalid_source_is_refused_and_leaves_nothing() {
-        let (data, (src, root)) = (sample(), setup(&sample(), true));
+        let (_data, (src, root)) = (sample(), setup(&sample(), true));
         // Six labels for eleven training images.
         std::fs::write(
             src.path().join("train-labels-idx1-ubyte.gz"),

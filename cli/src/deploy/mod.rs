@@ -81,7 +81,8 @@ pub struct Settings {
     /// Samples per Label call of the student.
     #[arg(long, default_value_t = 250)]
     pub query_batch: usize,
-    /// Seconds the student pauses between Label calls (0 = none).
+    /// Seconds the student pauses between Label calls (0 = none); a paced
+    /// student keeps one call in flight at a time.
     #[arg(long, default_value_t = 0.0)]
     pub query_interval: f64,
 }

@@ -107,6 +107,11 @@ pub fn student(st: &Settings, aggregator: &str) -> Vec<String> {
         "--seed", st.seed, "--model", st.model, "--epochs", st.student_epochs,
         "--run-id", format!("deploy-{}", st.seed), "--connect-timeout", 600, "--out", STUDENT_OUT,
     ];
+    if st.query_interval > 0.0 {
+        // A paced student (a drill watching the run) asks one call at a
+        // time, so that each pause separates two batches on the wire.
+        a.extend(argv!["--max-in-flight", 1]);
+    }
     a.extend(tls_flags());
     a
 }
