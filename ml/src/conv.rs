@@ -23,7 +23,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
-use crate::gemm::{matmul, Mat, Threads};
+use crate::gemm::{matmul, Mat};
 
 /// The contiguous `f32` data of a custom op's argument.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> Result<&'a [f32]> {
@@ -281,7 +281,7 @@ impl CustomOp3 for ConvBlock {
                             row.fill(b);
                         }
                         let cols = Mat::rows(cols, kp, n * np);
-                        matmul(pre, Mat::rows(wm, d.c_out, kp), cols, true, Threads::One);
+                        matmul(pre, Mat::rows(wm, d.c_out, kp), cols, true);
                         // pre is [c_out, n, oh * ow]; out and arg are [n, c_out, pp].
                         for (c, planes) in pre.chunks_exact(n * np).enumerate() {
                             for (j, plane) in planes.chunks_exact(np).enumerate() {
@@ -442,10 +442,10 @@ impl CustomOp3 for ConvBlockBwd {
                         }
                         let cols = acc.patches.fill(&d, images);
                         let gm = Mat::rows(gpre, d.c_out, n * np);
-                        matmul(&mut acc.dw, gm, Mat::rows(cols, kp, n * np).t(), true, Threads::One);
+                        matmul(&mut acc.dw, gm, Mat::rows(cols, kp, n * np).t(), true);
                         if let Some(dx) = dx {
                             let dcols = &mut acc.dcols[..kp * n * np];
-                            matmul(dcols, Mat::rows(wm, d.c_out, kp).t(), gm, false, Threads::One);
+                            matmul(dcols, Mat::rows(wm, d.c_out, kp).t(), gm, false);
                             d.col2im(dcols, dx);
                         }
                         acc

@@ -19,7 +19,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::conv::f32_slice;
-use crate::gemm::{matmul, Mat, Threads};
+use rayon::prelude::*;
+
+use crate::gemm::{matmul, Mat};
 
 /// `y = x @ weight^T + bias`, then ReLU when `relu`.
 #[derive(Clone, Debug)]
@@ -93,13 +95,7 @@ impl CustomOp3 for DenseOp {
                 row.copy_from_slice(bias);
             }
         }
-        matmul(
-            &mut y,
-            Mat::rows(x, n, inputs),
-            Mat::rows(w, outputs, inputs).t(),
-            true,
-            Threads::Pool,
-        );
+        rows_matmul(&mut y, x, n, inputs, Mat::rows(w, outputs, inputs).t());
         if self.relu {
             let mask: Vec<bool> = y.iter().map(|&v| v > 0.0).collect();
             for (v, &m) in y.iter_mut().zip(&mask) {
@@ -177,18 +173,80 @@ impl CustomOp3 for DenseBwd {
         let mut flat = vec![0f32; nx + outputs * inputs + outputs];
         let (dx, rest) = flat.split_at_mut(nx);
         let (dw, db) = rest.split_at_mut(outputs * inputs);
-        let gm = Mat::rows(&g, n, outputs);
-        matmul(dw, gm.t(), Mat::rows(x, n, inputs), false, Threads::Pool);
+        weight_grad(dw, &g, x, n, inputs, outputs);
         if outputs > 0 {
             for row in g.chunks(outputs) {
                 db.iter_mut().zip(row).for_each(|(a, b)| *a += b);
             }
         }
         if self.need_dx {
-            matmul(dx, gm, Mat::rows(w, outputs, inputs), false, Threads::Pool);
+            rows_matmul(dx, &g, n, outputs, Mat::rows(w, outputs, inputs));
         }
         let len = flat.len();
         Ok((CpuStorage::F32(flat), Shape::from(len)))
+    }
+}
+
+/// Rows of the batch each thread takes: the whole batch on one thread when
+/// the product is small (forking costs more than it saves), else an even
+/// share. Splitting the batch, rather than letting `gemm` split one
+/// product, keeps each thread on its own rows with no synchronisation
+/// inside the product (two-thread MLP training was slower than one thread
+/// with `gemm`'s own parallelism).
+fn rows_per_thread(n: usize, macs_per_row: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    if threads == 1 || n * macs_per_row < PARALLEL_MIN_MACS {
+        n.max(1)
+    } else {
+        n.div_ceil(threads).max(1)
+    }
+}
+
+/// Products below this many multiply-adds run on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// `dst [n, rhs.cols] += lhs [n, k] @ rhs`, the batch's rows spread over
+/// rayon's threads.
+fn rows_matmul(dst: &mut [f32], lhs: &[f32], n: usize, k: usize, rhs: Mat<'_>) {
+    let cols = rhs.cols();
+    if n == 0 || cols == 0 {
+        return;
+    }
+    let r = rows_per_thread(n, k * cols);
+    dst[..n * cols]
+        .par_chunks_mut(r * cols)
+        .zip(lhs[..n * k].par_chunks((r * k).max(1)))
+        .for_each(|(d, l)| matmul(d, Mat::rows(l, d.len() / cols, k), rhs, true));
+}
+
+/// `dw [outputs, inputs] = g^T @ x` over the batch's `n` rows: one partial
+/// sum per thread's share of rows, added once.
+fn weight_grad(dw: &mut [f32], g: &[f32], x: &[f32], n: usize, inputs: usize, outputs: usize) {
+    if n == 0 || outputs == 0 || inputs == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    let r = rows_per_thread(n, inputs * outputs);
+    let sum = g[..n * outputs]
+        .par_chunks(r * outputs)
+        .zip(x[..n * inputs].par_chunks(r * inputs))
+        .map(|(gc, xc)| {
+            let rows = gc.len() / outputs;
+            let mut part = vec![0f32; outputs * inputs];
+            matmul(
+                &mut part,
+                Mat::rows(gc, rows, outputs).t(),
+                Mat::rows(xc, rows, inputs),
+                false,
+            );
+            part
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        });
+    if let Some(sum) = sum {
+        dw.copy_from_slice(&sum);
     }
 }
 

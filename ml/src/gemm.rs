@@ -35,6 +35,11 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// Its number of columns.
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// The transpose (no copy).
     pub(crate) fn t(self) -> Self {
         Mat {
@@ -58,26 +63,13 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// How many threads one multiply may use.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Threads {
-    /// The calling thread only (the caller parallelises over tiles).
-    One,
-    /// rayon's pool, when the product is large enough to pay for it.
-    Pool,
-}
-
-/// Multiply-adds below which a product runs on the calling thread: forking
-/// costs tens of microseconds, a small product less than that.
-const PARALLEL_MIN_MACS: usize = 1 << 20;
-
 /// `dst = lhs @ rhs` (or `dst += lhs @ rhs` with `accumulate`), `dst`
-/// row-major `lhs.rows x rhs.cols`.
+/// row-major `lhs.rows x rhs.cols`, on the calling thread.
 ///
 /// # Panics
 /// If the inner dimensions differ or an operand does not fit its slice: a
 /// bug in the caller, never a data condition.
-pub(crate) fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bool, threads: Threads) {
+pub(crate) fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions {k} and {}", rhs.rows);
     assert!(dst.len() >= m * n, "matmul: destination of {} for {m}x{n}", dst.len());
@@ -91,12 +83,6 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bo
         }
         return;
     }
-    let parallelism = match threads {
-        Threads::Pool if m * n * k >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 => {
-            Parallelism::Rayon(rayon::current_num_threads())
-        }
-        _ => Parallelism::None,
-    };
     // Strides fit in isize: each is at most a slice length.
     let s = |v: usize| v as isize;
     // SAFETY: `dst` holds m*n elements, row-major (row stride n, column
@@ -125,7 +111,10 @@ pub(crate) fn matmul(dst: &mut [f32], lhs: Mat<'_>, rhs: Mat<'_>, accumulate: bo
             false,
             false,
             false,
-            parallelism,
+            // On the calling thread: callers spread tiles or rows over
+            // rayon's threads themselves (2 vCPUs here are one core's
+            // hyperthreads, where splitting one product did not pay).
+            Parallelism::None,
         );
     }
 }
@@ -151,7 +140,7 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let want = naive(&a, &b, m, k, n);
         let mut dst = vec![0.0; m * n];
-        matmul(&mut dst, Mat::rows(&a, m, k), Mat::rows(&b, k, n), false, Threads::One);
+        matmul(&mut dst, Mat::rows(&a, m, k), Mat::rows(&b, k, n), false);
         for (x, y) in dst.iter().zip(&want) {
             assert!((x - y).abs() < 1e-5);
         }
@@ -162,13 +151,7 @@ mod tests {
                 bt[j * k + p] = b[p * n + j];
             }
         }
-        matmul(
-            &mut dst,
-            Mat::rows(&a, m, k),
-            Mat::rows(&bt, n, k).t(),
-            true,
-            Threads::Pool,
-        );
+        matmul(&mut dst, Mat::rows(&a, m, k), Mat::rows(&bt, n, k).t(), true);
         for (x, y) in dst.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-4, "accumulates");
         }
@@ -180,6 +163,6 @@ mod tests {
         let a = vec![1.0; 5];
         let b = vec![1.0; 6];
         let mut dst = vec![0.0; 4];
-        matmul(&mut dst, Mat::rows(&a, 2, 3), Mat::rows(&b, 3, 2), false, Threads::One);
+        matmul(&mut dst, Mat::rows(&a, 2, 3), Mat::rows(&b, 3, 2), false);
     }
 }
