@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use pate_ml::data::{load_idx_dir, resolve_data_dir, student_split};
+use pate_ml::data::{load_idx_dir, student_split};
+use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::train::predict;
 
 fn main() -> anyhow::Result<()> {

@@ -111,7 +111,7 @@ impl Config {
 /// The stamping of a share `rate` of the public queries with `trigger`
 /// (`None` when `rate` is 0), seeded from the student's `seed`.
 pub fn public_tamper(rate: f64, trigger: Trigger, seed: u64) -> Option<PoisonSpec> {
-    (rate > 0.0).then(|| PoisonSpec { trigger, rate, target_class: 0, seed: seed ^ 0x7075_626c_6963 })
+    (rate > 0.0).then_some(PoisonSpec { trigger, rate, target_class: 0, seed: seed ^ 0x7075_626c_6963 })
 }
 
 /// The images the student sends for labelling: the `picked` pool items, with
