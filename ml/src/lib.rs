@@ -13,6 +13,8 @@
 //! - [`model`]: candle MLP and CNN classifiers with seeded initialisation;
 //!   their layers are fused candle custom ops (`conv`, `dense`) over one
 //!   bounds-checked `gemm` wrapper, the crate's only `unsafe` code.
+//! - [`scatter`]: a fixed wavelet scattering transform (privacy-free
+//!   features for the `scatter` model).
 //! - [`optim`]: a fused AdamW (candle-nn's is slow on CPU).
 //! - [`train`]: minibatch AdamW training, distillation on soft targets,
 //!   prediction and accuracy.
@@ -40,6 +42,7 @@ mod gemm;
 pub mod model;
 pub mod optim;
 pub mod partition;
+pub mod scatter;
 pub mod semi;
 pub mod split;
 pub mod train;

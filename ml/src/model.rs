@@ -1,5 +1,6 @@
-//! Candle classifiers: a small MLP and a small CNN, with a deterministic,
-//! seeded initialisation (candle's CPU RNG cannot be seeded).
+//! Candle classifiers: a small MLP, a small CNN and a linear classifier on
+//! fixed scattering features, with a deterministic, seeded initialisation
+//! (candle's CPU RNG cannot be seeded).
 //!
 //! Input: `f32 [batch, 1, rows, cols]` in `[0, 1]`; output: logits `[batch, classes]`.
 //!
@@ -8,6 +9,10 @@
 //!   ReLU → maxpool 2 → linear 128 ReLU → classes. The convolutions run as
 //!   im2col + gemm with fused ReLU + max-pool ([`crate::conv`]); the weights
 //!   have candle `Conv2d`'s names and shapes.
+//! - Scatter: the fixed wavelet scattering transform ([`crate::scatter`],
+//!   nothing learned) → linear → classes: a logistic regression on
+//!   privacy-free features, for teachers with few items. Its features can
+//!   be computed once per training set ([`Classifier::fixed_features`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conv::ConvReluPool;
 use crate::dense::Dense;
+use crate::scatter::Scattering;
 
 /// Hidden widths of the MLP.
 pub const MLP_HIDDEN: [usize; 2] = [256, 128];
@@ -40,6 +46,8 @@ pub enum ModelKind {
     Mlp,
     /// Small convolutional network.
     Cnn,
+    /// Linear classifier on fixed wavelet scattering features.
+    Scatter,
 }
 
 impl fmt::Display for ModelKind {
@@ -47,6 +55,7 @@ impl fmt::Display for ModelKind {
         f.write_str(match self {
             ModelKind::Mlp => "mlp",
             ModelKind::Cnn => "cnn",
+            ModelKind::Scatter => "scatter",
         })
     }
 }
@@ -57,7 +66,8 @@ impl FromStr for ModelKind {
         match s.to_ascii_lowercase().as_str() {
             "mlp" => Ok(ModelKind::Mlp),
             "cnn" => Ok(ModelKind::Cnn),
-            _ => Err(format!("unknown model kind {s:?} (expected mlp or cnn)")),
+            "scatter" => Ok(ModelKind::Scatter),
+            _ => Err(format!("unknown model kind {s:?} (expected mlp, cnn or scatter)")),
         }
     }
 }
@@ -74,6 +84,10 @@ enum Layers {
         conv2: ConvReluPool,
         fc1: Dense,
         fc2: Dense,
+    },
+    Scatter {
+        transform: std::sync::Arc<Scattering>,
+        fc: Dense,
     },
 }
 
@@ -123,6 +137,19 @@ impl Classifier {
                     fc2: Dense::new(CNN_HIDDEN, classes, vb.pp("fc2"))?,
                 }
             }
+            ModelKind::Scatter => {
+                let transform = Scattering::new(rows, cols).ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "the scattering transform needs images of at least {0}x{0}, got {rows}x{cols}",
+                        crate::scatter::MIN_SIDE
+                    ))
+                })?;
+                // Not standardised: Adam's per-weight steps already even out
+                // the features' scales, and standardising without a real L2
+                // penalty made 240-item teachers worse (0.73 against 0.78).
+                let fc = Dense::new(transform.features(), classes, vb.pp("fc"))?;
+                Layers::Scatter { transform: std::sync::Arc::new(transform), fc }
+            }
         };
         Ok(Classifier {
             layers,
@@ -171,6 +198,31 @@ impl Classifier {
 }
 
 impl Classifier {
+    /// The features of `images` that no training changes, computed once:
+    /// the scattering transform for [`ModelKind::Scatter`] (`[n, features]`;
+    /// [`Classifier::forward_features`] finishes the forward pass from
+    /// them), `None` for the other kinds.
+    pub fn fixed_features(&self, images: &crate::data::Images) -> candle_core::Result<Option<Tensor>> {
+        let Layers::Scatter { transform, .. } = &self.layers else { return Ok(None) };
+        let pixels: Vec<f32> = images.data.iter().map(|&v| f32::from(v) / 255.0).collect();
+        Ok(Some(Tensor::from_vec(transform.transform(&pixels), (images.len(), transform.features()), &Device::Cpu)?))
+    }
+
+    /// The logits from rows of [`Classifier::fixed_features`].
+    pub fn forward_features(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.layers {
+            Layers::Scatter { fc, .. } => fc.forward(features, false),
+            _ => candle_core::bail!("a {} model has no fixed features", self.kind),
+        }
+    }
+
+    /// The scattering features of a batch `[b, 1, rows, cols]`.
+    fn scatter(transform: &Scattering, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let b = xs.dim(0)?;
+        let pixels = xs.flatten_all()?.to_vec1::<f32>()?;
+        Tensor::from_vec(transform.transform(&pixels), (b, transform.features()), xs.device())
+    }
+
     /// The representation of `xs` at every layer, each flattened to
     /// `[batch, features]`, the logits last (Deep k-NN's layers). MLP: the two
     /// hidden ReLU layers and the logits; CNN: both convolution blocks, the
@@ -192,6 +244,11 @@ impl Classifier {
                 let h = fc1.forward(&c2.flatten_from(1)?, true)?;
                 let out = fc2.forward(&h, false)?;
                 Ok(vec![c1.flatten_from(1)?, c2.flatten_from(1)?, h, out])
+            }
+            Layers::Scatter { transform, fc } => {
+                let f = Self::scatter(transform, xs)?;
+                let out = fc.forward(&f, false)?;
+                Ok(vec![f, out])
             }
         }
     }
@@ -215,6 +272,7 @@ impl Module for Classifier {
                 let x = fc1.forward(&x, true)?;
                 fc2.forward(&x, false)
             }
+            Layers::Scatter { transform, fc } => fc.forward(&Self::scatter(transform, xs)?, false),
         }
     }
 }
@@ -260,7 +318,7 @@ mod tests {
     #[test]
     fn shapes() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        for kind in [ModelKind::Mlp, ModelKind::Cnn] {
+        for kind in [ModelKind::Mlp, ModelKind::Cnn, ModelKind::Scatter] {
             let (m, vm) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
             let x = Tensor::zeros((3, 1, 28, 28), DType::F32, &dev)?;
             assert_eq!(m.forward(&x)?.dims(), &[3, 10]);
@@ -283,6 +341,7 @@ mod tests {
         for (kind, widths) in [
             (ModelKind::Mlp, vec![256, 128, 10]),
             (ModelKind::Cnn, vec![16 * 14 * 14, 32 * 7 * 7, 128, 10]),
+            (ModelKind::Scatter, vec![81 * 7 * 7, 10]),
         ] {
             let (m, _) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
             let x = Tensor::rand(0f32, 1.0, (3, 1, 28, 28), &dev)?;
@@ -313,6 +372,7 @@ mod tests {
     #[test]
     fn kind_parse_display_serde() {
         assert_eq!("CNN".parse::<ModelKind>(), Ok(ModelKind::Cnn));
+        assert_eq!("scatter".parse::<ModelKind>(), Ok(ModelKind::Scatter));
         assert_eq!(ModelKind::Mlp.to_string(), "mlp");
         assert!("rnn".parse::<ModelKind>().is_err());
         assert_eq!(serde_json::to_string(&ModelKind::Cnn).expect("json"), "\"cnn\"");

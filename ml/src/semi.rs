@@ -13,7 +13,9 @@
 //! with a random square cut out). The total loss is
 //! `CE(labelled) + unlabelled_weight * mean_u(mask * CE(strong, pseudo))`.
 //! The pseudo-labels are constants (no gradient flows through the weak
-//! view). An epoch is one pass over the labelled items.
+//! view). An epoch is one pass over the unlabelled items (`ratio` of them
+//! per labelled one, the labelled items cycled), or over the labelled ones
+//! where those take more batches.
 
 use std::time::Instant;
 
@@ -135,11 +137,25 @@ pub fn train_semi(
     let mut u_order: Vec<usize> = (0..unlabelled.len()).collect();
     let mut u_pos = usize::MAX; // forces a shuffle on first use
     let u_batch = cfg.batch_size * semi.ratio;
+    // An epoch is one pass over whichever of the two sets takes more
+    // batches (FixMatch counts its steps on the unlabelled data): with a
+    // few hundred answered labels and thousands of pool items, passes over
+    // the labels alone would leave the pool nearly unseen. The labelled
+    // items are cycled, reshuffled at every pass.
+    let labelled_steps = images.len().div_ceil(cfg.batch_size);
+    let steps = if use_unlabelled { labelled_steps.max(unlabelled.len().div_ceil(u_batch)) } else { labelled_steps };
+    let mut l_pos = usize::MAX;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
-        for idx in order.chunks(cfg.batch_size) {
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for _ in 0..steps {
+            if l_pos >= order.len() {
+                order.shuffle(&mut rng);
+                l_pos = 0;
+            }
+            let idx = &order[l_pos..(l_pos + cfg.batch_size).min(order.len())];
+            l_pos += idx.len();
+            seen += idx.len();
             let x = shifted_batch_tensor(images, idx, semi.weak_shift, &mut rng, &device)?;
             let y: Vec<u32> = idx.iter().map(|&i| u32::from(labelled.labels[i])).collect();
             let logits = model.forward(&x)?;
@@ -170,7 +186,7 @@ pub fn train_semi(
             loss_sum += l;
             correct += c;
         }
-        finish_epoch(epoch, loss_sum, correct, images.len(), start, progress)?;
+        finish_epoch(epoch, loss_sum, correct, seen, start, progress)?;
     }
     Ok(Trained {
         model,

@@ -85,12 +85,7 @@ pub fn train_distil(
             loss.hard_weight
         )));
     }
-    if loss.max_shift >= images.rows.min(images.cols) {
-        return Err(TrainError::Invalid(format!(
-            "a shift of {} pixels leaves nothing of {}x{} images",
-            loss.max_shift, images.rows, images.cols
-        )));
-    }
+    // The shift is checked by the shared loop.
     train_impl(kind, images, Targets::Soft(targets, loss), classes, cfg, progress)
 }
 

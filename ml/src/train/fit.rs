@@ -79,20 +79,31 @@ pub(super) fn train_impl(
     let mut shift_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5817_7ed5_5817_7ed5);
     let max_shift = match &targets {
         Targets::Soft(_, loss) => loss.max_shift,
-        Targets::Hard(_) => 0,
+        Targets::Hard(_) => cfg.max_shift,
     };
+    if max_shift >= images.rows.min(images.cols) {
+        return Err(TrainError::Invalid(format!(
+            "a shift of {max_shift} pixels would move every {}x{} image off itself",
+            images.rows, images.cols
+        )));
+    }
+    // Features no step changes (the scattering transform) are computed once,
+    // not per batch and epoch; shifted batches need them afresh.
+    let fixed = if max_shift == 0 { model.fixed_features(images)? } else { None };
     let mut order: Vec<usize> = (0..images.len()).collect();
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct) = (0f64, 0usize);
         for idx in order.chunks(cfg.batch_size) {
-            let x = if max_shift == 0 {
-                batch_tensor(images, idx, &device)?
+            let logits = if let Some(f) = &fixed {
+                let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+                model.forward_features(&f.index_select(&Tensor::from_vec(rows, idx.len(), &device)?, 0)?)?
+            } else if max_shift == 0 {
+                model.forward(&batch_tensor(images, idx, &device)?)?
             } else {
-                shifted_batch_tensor(images, idx, max_shift, &mut shift_rng, &device)?
+                model.forward(&shifted_batch_tensor(images, idx, max_shift, &mut shift_rng, &device)?)?
             };
-            let logits = model.forward(&x)?;
             let (loss, want) = match &targets {
                 Targets::Hard(labels) => {
                     let y: Vec<u32> = idx.iter().map(|&i| u32::from(labels[i])).collect();
@@ -216,6 +227,24 @@ mod tests {
         let pa = predict_proba(&a.model, &ds.images, 64, 1.0)?;
         let pb = predict_proba(&b.model, &ds.images, 64, 1.0)?;
         assert_eq!(pa, pb, "same seed, same model");
+        Ok(())
+    }
+
+    #[test]
+    fn shift_augmentation_trains_and_changes_the_batches() -> Result<(), TrainError> {
+        let ds = halves(200);
+        let plain = TrainConfig { epochs: 3, batch_size: 16, ..Default::default() };
+        let shifted = TrainConfig { max_shift: 2, ..plain.clone() };
+        let a = train(ModelKind::Mlp, &ds, 2, &shifted, &mut |_| {})?;
+        assert!(accuracy(&predict(&a.model, &ds.images, 50)?, &ds.labels) > 0.95, "still learns");
+        let b = train(ModelKind::Mlp, &ds, 2, &plain, &mut |_| {})?;
+        let pa = predict_proba(&a.model, &ds.images, 64, 1.0)?;
+        let pb = predict_proba(&b.model, &ds.images, 64, 1.0)?;
+        assert_ne!(pa, pb, "the shifted batches are not the plain ones");
+        let again = train(ModelKind::Mlp, &ds, 2, &shifted, &mut |_| {})?;
+        assert_eq!(pa, predict_proba(&again.model, &ds.images, 64, 1.0)?, "same seed, same shifts");
+        let whole = TrainConfig { max_shift: 8, ..plain };
+        assert!(matches!(train(ModelKind::Mlp, &ds, 2, &whole, &mut |_| {}), Err(TrainError::Invalid(_))));
         Ok(())
     }
 

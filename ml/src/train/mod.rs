@@ -65,6 +65,12 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Seed for the initial weights and the shuffling.
     pub seed: u64,
+    /// Shift augmentation of hard-label training: each item of each batch
+    /// is moved by a random offset in `-max_shift..=max_shift` pixels along
+    /// both axes (zero fill); 0 trains on the items as they are. Soft-target
+    /// training has its own in [`Distillation`].
+    #[serde(default)]
+    pub max_shift: usize,
 }
 
 impl Default for TrainConfig {
@@ -78,6 +84,7 @@ impl Default for TrainConfig {
             learning_rate: 1e-3,
             weight_decay: 1e-4,
             seed: 0,
+            max_shift: 0,
         }
     }
 }

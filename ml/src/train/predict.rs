@@ -25,7 +25,7 @@ fn for_batches(
     let n = x.dim(0)?;
     let bs = match model.kind() {
         ModelKind::Cnn => batch_size.clamp(1, MAX_CNN_BATCH),
-        ModelKind::Mlp => batch_size.max(1),
+        ModelKind::Mlp | ModelKind::Scatter => batch_size.max(1),
     };
     let mut start = 0;
     while start < n {
