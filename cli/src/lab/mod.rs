@@ -69,7 +69,7 @@ pub struct LabArgs {
     /// Confident-GNMax noise of the answer [default: 0.16 x teachers].
     #[arg(long, env = "PATE_SIGMA2")]
     pub sigma2: Option<f64>,
-    /// Stop answering once the data-dependent epsilon could pass this [fast: none, private: 2].
+    /// Stop answering once the data-dependent epsilon could pass this [fast: none, private: 1.4, which releases at about 1.75].
     #[arg(long, env = "PATE_TARGET_EPSILON")]
     pub target_epsilon: Option<f64>,
     /// Semi-supervised student (consistency loss on the unlabelled pool) [fast: false, private: true].
@@ -78,21 +78,34 @@ pub struct LabArgs {
     /// Samples per Label call of the student [fast: 250, private: 10: the budget reserves a whole batch's worst case, so small batches waste less of it].
     #[arg(long, env = "PATE_QUERY_BATCH")]
     pub query_batch: Option<usize>,
-    /// Model architecture of the teachers (and of the student unless --student-model).
-    #[arg(long, default_value = "mlp", env = "PATE_MODEL")]
-    pub model: ModelKind,
+    /// Model architecture of the teachers (and of the student in `fast`
+    /// unless --student-model): mlp, cnn, or scatter (a linear classifier on
+    /// fixed wavelet scattering features: privacy-free features for small
+    /// partitions) [fast: mlp, private: scatter].
+    #[arg(long, env = "PATE_MODEL")]
+    pub model: Option<ModelKind>,
     /// Model architecture of the student [fast: --model, private: cnn].
     #[arg(long, env = "PATE_STUDENT_MODEL")]
     pub student_model: Option<ModelKind>,
-    /// Teacher training epochs [fast: 10, private: 40].
+    /// Teacher training epochs [fast: 10, private: 300 (full-batch steps of the linear classifier)].
     #[arg(long)]
     pub teacher_epochs: Option<usize>,
-    /// Student training epochs [default: 40].
+    /// Shift augmentation of the teachers, in pixels (each training item
+    /// moved by up to this much along both axes, anew every epoch) [default: 0].
+    #[arg(long, env = "PATE_TEACHER_SHIFT")]
+    pub teacher_shift: Option<usize>,
+    /// Teacher minibatch size [fast: 128, private: 256, i.e. the whole partition of 240 items].
+    #[arg(long, env = "PATE_TEACHER_BATCH")]
+    pub teacher_batch: Option<usize>,
+    /// Teacher AdamW learning rate [fast: 0.001, private: 0.03].
+    #[arg(long, env = "PATE_TEACHER_LR")]
+    pub teacher_lr: Option<f64>,
+    /// Student training epochs [fast: 40, private: 80; a semi-supervised epoch is a pass over the unlabelled pool].
     #[arg(long)]
     pub student_epochs: Option<usize>,
     /// Data-independent privacy budget at --delta; queries that could pass
-    /// it are refused [fast: 1e6, private: 2, which makes `epsilon <= 2` a
-    /// guarantee whatever the votes].
+    /// it are refused [fast: 1e6, private: 8, a guarantee whatever the
+    /// votes; the target stops the private run long before it binds].
     #[arg(long, env = "PATE_EPSILON_LIMIT")]
     pub epsilon_limit: Option<f64>,
     /// Delta of the reported (epsilon, delta); 0 reports pure epsilon.
@@ -226,7 +239,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     let dirs = RunDirs::create(&out)?;
     let logs = dirs.logs.clone();
     let tls = PartyTls::provision(&out, plan.teachers, 1, args.insecure)?;
-    println!("pate lab ({:?}): {} ({} teachers, {} student), data {}", plan.preset, plan.describe(), args.model, plan.student_model, data_dir.display());
+    println!("pate lab ({:?}): {} ({} teachers, {} student), data {}", plan.preset, plan.describe(), plan.model, plan.student_model, data_dir.display());
 
     // 1. Train the teachers, bounded by the cores.
     let t = Instant::now();
@@ -240,8 +253,10 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
         .map(|i| {
             let a = argv![
                 "train", "--data", path_arg(&child_data), "--partition", i, "--partitions", plan.teachers,
-                "--partition-seed", args.seed, "--seed", args.seed + i as u64, "--model", args.model,
-                "--epochs", plan.teacher_epochs, "--out", path_arg(&out.join(format!("teachers/{i}"))),
+                "--partition-seed", args.seed, "--seed", args.seed + i as u64, "--model", plan.model,
+                "--epochs", plan.teacher_epochs, "--max-shift", plan.teacher_shift, "--batch-size", plan.teacher_batch,
+                "--learning-rate", plan.teacher_lr,
+                "--out", path_arg(&out.join(format!("teachers/{i}"))),
             ];
             (bins.teacher.clone(), a, logs.join(format!("teacher-{i}-train.log")), format!("teacher {i}"))
         })
@@ -300,7 +315,7 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
         student: student_seconds,
         total: started.elapsed().as_secs_f64(),
     };
-    let report = LabReport::assemble(plan, args.model, &sr, &ledger, released, scores, times);
+    let report = LabReport::assemble(plan.clone(), plan.model, &sr, &ledger, released, scores, times);
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     print_summary(&report, &out);
     Ok(report)
