@@ -54,3 +54,59 @@ fn backdoor_experiment_measures_every_stage() {
     let ps = Command::new("pgrep").args(["-f", &out.display().to_string()]).output().expect("pgrep");
     assert!(ps.stdout.is_empty(), "children still running: {}", String::from_utf8_lossy(&ps.stdout));
 }
+
+/// `pate experiment run` on a lab grid (`experiment = "lab"`): every cell a
+/// real `pate lab` process on the small digits set; the two cells differ
+/// only in the aggregator's noise, so the second starts from hard links of
+/// the first one's teachers instead of training them; the tables have one
+/// line per cell and one group per configuration.
+#[test]
+fn lab_grid_runs_pate_lab_per_cell_and_shares_teachers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("grid");
+    let grid = dir.path().join("grid.toml");
+    let digits = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
+    std::fs::write(
+        &grid,
+        format!(
+            "experiment = \"lab\"\n[defaults]\npreset = \"fast\"\ndata = \"{digits}\"\nteachers = 3\nqueries = 100\neval_size = 200\n\
+             student_epochs = 5\ninsecure = true\n[[grid]]\nnoise_scale = [1.0, 4.0]\n"
+        ),
+    )
+    .expect("grid file");
+    let bin_dir = common::bin("pate-teacher").parent().expect("bin dir").to_path_buf();
+    let status = Command::new(common::bin("pate"))
+        .args(["experiment", "run"])
+        .arg(&grid)
+        .arg("--out")
+        .arg(&out)
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .args(["--jobs", "2"])
+        .status()
+        .expect("run pate experiment run");
+    assert!(status.success(), "pate experiment run failed: {status}");
+    let cells: Vec<std::path::PathBuf> = {
+        let mut c: Vec<_> = std::fs::read_dir(out.join("cells")).expect("cells").map(|e| e.expect("entry").path()).collect();
+        c.sort();
+        c
+    };
+    assert_eq!(cells.len(), 2, "{cells:?}");
+    let log = |c: &std::path::Path| std::fs::read_to_string(c.join("lab.log")).expect("lab.log");
+    assert!(!log(&cells[0]).contains("reusing"), "the first cell trains its teachers");
+    assert!(log(&cells[1]).contains("reusing 3 teachers"), "the second shares them: {}", log(&cells[1]));
+    for c in &cells {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(c.join("report.json")).expect("report.json")).expect("json");
+        assert_eq!(r["queries_answered"], 100, "{r}");
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.contains("--noise-scale=4.0"), "{csv}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary.as_array().map(Vec::len), Some(2));
+    assert!(out.join("accuracy-epsilon.png").is_file() && out.join("report.md").is_file());
+    // A second run finds every cell done and trains nothing.
+    let again = Command::new(common::bin("pate")).args(["experiment", "run"]).arg(&grid).arg("--out").arg(&out).arg("--bin-dir").arg(&bin_dir).output().expect("rerun");
+    assert!(again.status.success());
+    assert_eq!(String::from_utf8_lossy(&again.stdout).matches("done before").count(), 2, "{}", String::from_utf8_lossy(&again.stdout));
+}

@@ -174,6 +174,14 @@ pub struct Grid<C = Cell> {
     pub cells: Vec<C>,
 }
 
+/// The `experiment` a grid file names (`robustness`, `lab`), if any: it
+/// decides which runner reads the file.
+pub fn kind_of(path: &Path) -> anyhow::Result<Option<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let top: Table = text.parse().with_context(|| format!("{}: not valid TOML", path.display()))?;
+    Ok(top.get("experiment").and_then(Value::as_str).map(str::to_string))
+}
+
 /// Reads and parses a grid file.
 pub fn load(path: &Path) -> anyhow::Result<Grid> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -8,10 +8,13 @@
 //!   distillation, calibration, Deep k-NN credibility and a backdoor
 //!   fine-tuned against distilled ([`robustness`]; grids with
 //!   `experiment = "robustness"` in the TOML file).
+//! - `pate experiment run` on a file with `experiment = "lab"`: a grid of
+//!   whole `pate lab` runs ([`lab_grid`]), e.g. experiments/private_lab.toml.
 
 pub mod backdoor;
 pub mod certify;
 pub mod grid;
+pub mod lab_grid;
 pub mod measure;
 pub mod pate;
 pub mod plots;
@@ -34,7 +37,9 @@ pub enum ExperimentCommand {
     /// A grid of backdoor configurations from a TOML file: results.csv,
     /// report.md and plots (PNG and SVG). A file with
     /// `experiment = "robustness"` is a grid of robustness runs instead
-    /// (per-seed means and spreads in report.md and summary.json).
+    /// (per-seed means and spreads in report.md and summary.json), and one
+    /// with `experiment = "lab"` a grid of `pate lab` runs (flags as keys;
+    /// teachers shared between cells that train them alike).
     Run(runner::RunArgs),
 }
 

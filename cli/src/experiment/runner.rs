@@ -60,8 +60,10 @@ impl Row {
 
 /// Runs the grid.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    if super::robustness::grid::is_robustness(&args.file)? {
-        return super::robustness::grid::run(args).await;
+    match grid::kind_of(&args.file)?.as_deref() {
+        Some("robustness") => return super::robustness::grid::run(args).await,
+        Some("lab") => return super::lab_grid::run(args).await,
+        _ => {}
     }
     let grid = grid::load(&args.file)?;
     let out = args.out.clone().or(grid.out.clone()).unwrap_or_else(|| PathBuf::from("experiment-out"));

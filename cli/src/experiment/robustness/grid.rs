@@ -9,23 +9,15 @@
 //! and the group's mean plots `OUT/<group>-*.png`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::Value;
-use toml::Table;
 
 use super::{RobustnessArgs, RobustnessReport};
 use crate::experiment::grid::parse_cells;
 use crate::experiment::runner::{run_cell, RunArgs};
 use crate::progress::{say, Bar};
-
-/// Whether the grid file says `experiment = "robustness"`.
-pub fn is_robustness(path: &Path) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let top: Table = text.parse().with_context(|| format!("{}: not valid TOML", path.display()))?;
-    Ok(top.get("experiment").and_then(toml::Value::as_str) == Some("robustness"))
-}
 
 /// A parsed robustness grid.
 pub type Grid = crate::experiment::grid::Grid<RobustnessArgs>;
