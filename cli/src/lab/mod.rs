@@ -36,7 +36,8 @@ pub struct LabArgs {
     /// /usr/share/datasets/fashion-mnist, then the download cache].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Starting configuration: private (250 MLP teachers, Confident-GNMax,
+    /// Starting configuration: private (250 teachers on fixed scattering
+    /// features, Confident-GNMax,
     /// a data-dependent target epsilon, semi-supervised CNN student; see
     /// docs/PRIVATE_LAB.md) or fast (quick, not private: smoke tests).
     /// Explicit flags override it.
