@@ -113,6 +113,12 @@ struct Grid {
     count: usize,
 }
 
+impl Grid {
+    const fn new(start: usize, stride: usize, count: usize) -> Self {
+        Grid { start, stride, count }
+    }
+}
+
 /// `img` (`h x w`) inside a zero border of `pad` pixels, into `buf`.
 fn padded(img: &[f32], h: usize, w: usize, pad: usize, buf: &mut Vec<f32>) -> usize {
     let pw = w + 2 * pad;
@@ -234,22 +240,10 @@ impl Scattering {
     /// pixel) and the output grid (every fourth, from pixel 2).
     fn grids(side: usize) -> (Grid, Grid, Grid) {
         let quarter = (side - MIN_SIDE) / 4 + 1;
-        let half = Grid {
-            start: 0,
-            stride: 2,
-            count: side.div_ceil(2),
-        };
-        let out_full = Grid {
-            start: 2,
-            stride: 4,
-            count: quarter,
-        };
+        let half = Grid::new(0, 2, side.div_ceil(2));
+        let out_full = Grid::new(2, 4, quarter);
         // Half-resolution index k is pixel 2k, so pixel 4i + 2 is index 2i + 1.
-        let out_half = Grid {
-            start: 1,
-            stride: 2,
-            count: quarter,
-        };
+        let out_half = Grid::new(1, 2, quarter);
         (half, out_full, out_half)
     }
 
@@ -263,16 +257,8 @@ impl Scattering {
         let (h, w) = (self.rows, self.cols);
         let (hr, fr, qr) = Self::grids(h);
         let (hc, fc, qc) = Self::grids(w);
-        let all_r = Grid {
-            start: 0,
-            stride: 1,
-            count: h,
-        };
-        let all_c = Grid {
-            start: 0,
-            stride: 1,
-            count: w,
-        };
+        let all_r = Grid::new(0, 1, h);
+        let all_c = Grid::new(0, 1, w);
         let [u0, u1, u2] = u;
         u0.clear();
         u1.clear();

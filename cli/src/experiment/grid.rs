@@ -249,6 +249,20 @@ pub(crate) fn parse_cells<C: DeserializeOwned>(text: &str, kind: &str, required:
     Ok(Grid { out, data, cells })
 }
 
+/// Indices of `items` grouped by `key` (a group per distinct key, in order
+/// of first appearance): the seeds of one configuration, in every grid.
+pub(crate) fn group_indices<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(K, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let k = key(item);
+        match groups.iter_mut().find(|g| g.0 == k) {
+            Some(g) => g.1.push(i),
+            None => groups.push((k, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
 /// `seeds` read as `seed`.
 pub(crate) fn normalise(t: Table) -> Table {
     t.into_iter().map(|(k, v)| (if k == "seeds" { "seed".to_string() } else { k }, v)).collect()

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Parser;
 use toml::{Table, Value};
 
-use super::grid::parse_cells;
+use super::grid::{group_indices, parse_cells};
 use super::plots::{self, Chart};
 use super::runner::{run_cell, RunArgs};
 use super::summary::mean_sd;
@@ -293,19 +293,6 @@ fn figures(r: &LabReport) -> Vec<(&'static str, f64)> {
     ]
 }
 
-/// Groups of `done` (indices) whose cells differ only in their seed.
-fn groups(done: &[(Cell, LabReport)]) -> Vec<Vec<usize>> {
-    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, (cell, _)) in done.iter().enumerate() {
-        let k = group_key(cell);
-        match out.iter_mut().find(|g| g.0 == k) {
-            Some(g) => g.1.push(i),
-            None => out.push((k, vec![i])),
-        }
-    }
-    out.into_iter().map(|(_, g)| g).collect()
-}
-
 /// `results.csv` (one line per cell), `report.md` and `summary.json` (one
 /// entry per group: mean ± sd over its seeds) and the plot.
 fn write_outputs(done: &[(Cell, LabReport)], out: &Path, file: &Path) -> anyhow::Result<()> {
@@ -333,7 +320,7 @@ the data-dependent epsilon is not a guarantee. Every cell's `pate lab` output is
     );
     let mut summary = Vec::new();
     let mut series = Vec::new();
-    for members in groups(done) {
+    for members in group_indices(done, |(cell, _)| group_key(cell)) {
         let first = &done[members[0]].0;
         let mut label = first.clone();
         label.remove("seed");
@@ -394,10 +381,19 @@ mod tests {
         assert_eq!(g.cells.len(), 4);
         // Axes vary in key order, the last fastest: seed 0 at 1.5 and 2.0, then seed 1.
         let f = flags(&g.cells[2]).expect("flags");
-        assert!(f.contains(&"--target-epsilon=1.5".to_string()) && f.contains(&"--seed=1".to_string()), "{f:?}");
-        assert!(f.contains(&"--semi-supervised=false".to_string()) && f.contains(&"--model=cnn".to_string()), "{f:?}");
+        assert!(
+            f.contains(&"--target-epsilon=1.5".to_string()) && f.contains(&"--seed=1".to_string()),
+            "{f:?}"
+        );
+        assert!(
+            f.contains(&"--semi-supervised=false".to_string()) && f.contains(&"--model=cnn".to_string()),
+            "{f:?}"
+        );
         let a = check(&g.cells[2]).expect("pate lab reads it");
-        assert_eq!((a.teachers, a.target_epsilon, a.seed, a.semi_supervised), (Some(20), Some(1.5), 1, Some(false)));
+        assert_eq!(
+            (a.teachers, a.target_epsilon, a.seed, a.semi_supervised),
+            (Some(20), Some(1.5), 1, Some(false))
+        );
         // Seeds of one configuration are one group; teachers are shared across targets, not seeds.
         assert_eq!(group_key(&g.cells[0]), group_key(&g.cells[2]));
         assert_ne!(group_key(&g.cells[0]), group_key(&g.cells[1]));

@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::{RobustnessArgs, RobustnessReport};
-use crate::experiment::grid::parse_cells;
+use crate::experiment::grid::{group_indices, parse_cells};
 use crate::experiment::runner::{run_cell, RunArgs};
 use crate::progress::{say, Bar};
 
@@ -127,17 +127,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     drop(bar);
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, (cell, _)) in done.iter().enumerate() {
-        let k = group_key(cell);
-        match groups.iter_mut().find(|g| g.0 == k) {
-            Some(g) => g.1.push(i),
-            None => groups.push((k, vec![i])),
-        }
-    }
+    let groups = group_indices(&done, |(cell, _)| group_key(cell));
     let mut md = format!("# Results of `pate experiment run {}`\n\nEach figure is the mean ± standard deviation over the seeds of its group; every cell's own report.md is under cells/.\n", args.file.display());
     let mut summary = Vec::new();
-    for (g, (_, members)) in groups.iter().enumerate() {
+    for (g, members) in groups.iter().enumerate() {
         let values: Vec<Value> = members.iter().map(|&i| serde_json::to_value(&done[i].1)).collect::<Result<_, _>>()?;
         let refs: Vec<&Value> = values.iter().collect();
         let (mean, sd) = (aggregate(&refs, false), aggregate(&refs, true));
