@@ -145,8 +145,7 @@ struct Scratch {
 fn wavelets(
     bank: &Bank,
     img: &[f32],
-    h: usize,
-    w: usize,
+    (h, w): (usize, usize),
     rows: Grid,
     cols: Grid,
     s: &mut Scratch,
@@ -188,7 +187,7 @@ fn wavelets(
 
 /// The separable low-pass `g` of one `h x w` map at the sampled
 /// positions, each value through `sqrt`, appended to `out`.
-fn lowpass(map: &[f32], h: usize, w: usize, g: &[f32], rows: Grid, cols: Grid, s: &mut Scratch, out: &mut Vec<f32>) {
+fn lowpass(map: &[f32], (h, w): (usize, usize), g: &[f32], rows: Grid, cols: Grid, s: &mut Scratch, out: &mut Vec<f32>) {
     let half = g.len() / 2;
     let pw = padded(map, h, w, half, &mut s.padded);
     // Rows first: every padded row, at the sampled columns.
@@ -262,21 +261,21 @@ impl Scattering {
         let [u0, u1, u2] = u;
         u0.clear();
         u1.clear();
-        lowpass(img, h, w, &self.phi_full, fr, fc, s, out);
-        wavelets(&self.psi[0], img, h, w, all_r, all_c, s, u0);
-        wavelets(&self.psi[1], img, h, w, hr, hc, s, u1);
+        lowpass(img, (h, w), &self.phi_full, fr, fc, s, out);
+        wavelets(&self.psi[0], img, (h, w), all_r, all_c, s, u0);
+        wavelets(&self.psi[1], img, (h, w), hr, hc, s, u1);
         for m in u0.chunks_exact(h * w) {
-            lowpass(m, h, w, &self.phi_full, fr, fc, s, out);
+            lowpass(m, (h, w), &self.phi_full, fr, fc, s, out);
         }
         let half_n = hr.count * hc.count;
         for m in u1.chunks_exact(half_n) {
-            lowpass(m, hr.count, hc.count, &self.phi_half, qr, qc, s, out);
+            lowpass(m, (hr.count, hc.count), &self.phi_half, qr, qc, s, out);
         }
         for m in u0.chunks_exact(h * w) {
             u2.clear();
-            wavelets(&self.psi[1], m, h, w, hr, hc, s, u2);
+            wavelets(&self.psi[1], m, (h, w), hr, hc, s, u2);
             for m2 in u2.chunks_exact(half_n) {
-                lowpass(m2, hr.count, hc.count, &self.phi_half, qr, qc, s, out);
+                lowpass(m2, (hr.count, hc.count), &self.phi_half, qr, qc, s, out);
             }
         }
     }
