@@ -503,17 +503,10 @@ impl ConvReluPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{DType, Device};
     use candle_nn::{Conv2d, Conv2dConfig, Module};
-    use rand::{Rng, SeedableRng};
-
-    fn values(n: usize, scale: f32, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-    }
-
-    fn seeded(shape: &[usize], scale: f32, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Var> {
-        Var::from_vec(values(shape.iter().product(), scale, rng), shape, &Device::Cpu)
-    }
+    use crate::test_util::{max_abs_diff, seeded, values};
+    use rand::SeedableRng;
 
     /// `col2im` is the adjoint of `im2col`: <im2col(x), g> = <x, col2im(g)>.
     #[test]
@@ -550,15 +543,6 @@ mod tests {
         let (b, c, h, w) = y.dims4()?;
         let y = y.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
         y.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F32)?
-            .to_scalar::<f32>()
     }
 
     /// Forward and gradients agree with candle's conv2d + relu + a reference

@@ -253,24 +253,10 @@ fn weight_grad(dw: &mut [f32], g: &[f32], x: &[f32], n: usize, inputs: usize, ou
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{DType, Device};
     use candle_nn::{Linear, Module};
-    use rand::{Rng, SeedableRng};
-
-    fn seeded(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Result<Var> {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1f32..1.0)).collect();
-        Var::from_vec(v, shape, &Device::Cpu)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F32)?
-            .to_scalar::<f32>()
-    }
+    use crate::test_util::{max_abs_diff, seeded};
+    use rand::SeedableRng;
 
     /// Values and gradients agree with candle's `Linear` (+ `relu`), with
     /// and without ReLU, with a variable input and with data as input
@@ -286,14 +272,14 @@ mod tests {
             (64, 200, 130, true, false),
             (33, 129, 65, false, true),
         ] {
-            let xv = seeded(&[n, inputs], &mut rng)?;
+            let xv = seeded(&[n, inputs], 1.0, &mut rng)?;
             let x = if var_input {
                 xv.as_tensor().clone()
             } else {
                 xv.as_tensor().detach()
             };
-            let wv = seeded(&[outputs, inputs], &mut rng)?;
-            let bv = seeded(&[outputs], &mut rng)?;
+            let wv = seeded(&[outputs, inputs], 1.0, &mut rng)?;
+            let bv = seeded(&[outputs], 1.0, &mut rng)?;
             let ours = Dense {
                 weight: wv.as_tensor().clone(),
                 bias: bv.as_tensor().clone(),
@@ -305,7 +291,7 @@ mod tests {
                 y2 = y2.relu()?;
             }
             assert!(max_abs_diff(&y1, &y2)? < 1e-4, "forward {:?}", (n, inputs, outputs));
-            let proj = seeded(&[n, outputs], &mut rng)?.as_tensor().clone();
+            let proj = seeded(&[n, outputs], 1.0, &mut rng)?.as_tensor().clone();
             let g1 = (&y1 * &proj)?.sum_all()?.backward()?;
             let g2 = (&y2 * &proj)?.sum_all()?.backward()?;
             for (name, v) in [("weight", wv.as_tensor()), ("bias", bv.as_tensor()), ("x", &x)] {

@@ -43,6 +43,8 @@ pub mod model;
 pub mod optim;
 pub mod partition;
 pub mod scatter;
+#[cfg(test)]
+mod test_util;
 pub mod semi;
 pub mod split;
 pub mod train;
