@@ -17,6 +17,8 @@ struct State {
     theta: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// Exponential moving average of `theta` (empty when not tracked).
+    avg: Vec<f32>,
 }
 
 /// AdamW over `f32` variables, updated in place with plain loops.
@@ -24,6 +26,8 @@ pub struct FusedAdamW {
     states: Vec<State>,
     params: ParamsAdamW,
     step: i32,
+    /// Decay of the weights' moving average (0 = not tracked).
+    avg_decay: f32,
 }
 
 impl FusedAdamW {
@@ -41,13 +45,40 @@ impl FusedAdamW {
                 theta,
                 m: vec![0.0; n],
                 v: vec![0.0; n],
+                avg: Vec::new(),
             });
         }
         Ok(FusedAdamW {
             states,
             params,
             step: 0,
+            avg_decay: 0.0,
         })
+    }
+
+    /// Sets the learning rate of the next steps (a schedule's hook).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.params.lr = lr;
+    }
+
+    /// Tracks an exponential moving average of the weights from now on
+    /// (`avg = decay * avg + (1 - decay) * w` after every step; Polyak
+    /// averaging as in FixMatch's evaluation model); [`Self::load_average`]
+    /// puts it into the variables.
+    pub fn track_average(&mut self, decay: f32) {
+        self.avg_decay = decay;
+        for s in &mut self.states {
+            s.avg.clone_from(&s.theta);
+        }
+    }
+
+    /// Sets every variable to its moving average (a no-op when none is
+    /// tracked). Further steps continue from the raw weights.
+    pub fn load_average(&self) -> Result<()> {
+        for s in self.states.iter().filter(|s| !s.avg.is_empty()) {
+            s.var.set(&Tensor::from_slice(&s.avg, s.var.shape(), s.var.device())?)?;
+        }
+        Ok(())
     }
 
     /// The hyper-parameters.
@@ -78,6 +109,13 @@ impl FusedAdamW {
                 let m_hat = *m * c1;
                 let v_hat = *v * c2;
                 *w = *w * decay - lr * m_hat / (v_hat.sqrt() + eps);
+            }
+            if !s.avg.is_empty() {
+                let d = self.avg_decay;
+                s.avg
+                    .iter_mut()
+                    .zip(&s.theta)
+                    .for_each(|(a, &w)| *a = d * *a + (1.0 - d) * w);
             }
             let t = Tensor::from_slice(&s.theta, s.var.shape(), s.var.device())?;
             s.var.set(&t)?;
@@ -121,6 +159,43 @@ mod tests {
         for (x, y) in x.iter().zip(&y) {
             assert!((x - y).abs() < 1e-4, "{x} vs {y}");
         }
+        Ok(())
+    }
+
+    /// The moving average follows its recurrence, and loading it sets the
+    /// variable without disturbing the raw weights of later steps.
+    #[test]
+    fn moving_average_of_the_weights() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Var::new(&[4.0f32], &dev)?;
+        let mut opt = FusedAdamW::new(
+            vec![a.clone()],
+            ParamsAdamW {
+                lr: 0.1,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )?;
+        opt.track_average(0.5);
+        let mut want = 4.0f32;
+        for _ in 0..5 {
+            opt.backward_step(&a.as_tensor().sqr()?.sum_all()?)?;
+            want = 0.5 * want + 0.5 * a.as_tensor().to_vec1::<f32>()?[0];
+        }
+        let raw = a.as_tensor().to_vec1::<f32>()?[0];
+        assert!(raw < 3.6, "steps moved the weight: {raw}");
+        opt.load_average()?;
+        let got = a.as_tensor().to_vec1::<f32>()?[0];
+        assert!(
+            (got - want).abs() < 1e-6 && (got - raw).abs() > 0.05,
+            "average {got}, want {want}, raw {raw}"
+        );
+        opt.set_learning_rate(0.0);
+        opt.backward_step(&a.as_tensor().sqr()?.sum_all()?)?;
+        assert!(
+            (a.as_tensor().to_vec1::<f32>()?[0] - raw).abs() < 1e-6,
+            "steps go on from the raw weights"
+        );
         Ok(())
     }
 }

@@ -21,12 +21,14 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::{Dataset, Images};
 use crate::model::ModelKind;
-use crate::train::{finish_epoch, fresh, shifted_batch_tensor, step, EpochReport, TrainConfig, TrainError, Trained};
+use crate::train::{
+    augmented_batch_tensor, finish_epoch, fresh, step, Augment, EpochReport, TrainConfig, TrainError, Trained,
+};
 
 /// The consistency part of [`train_semi`].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -38,13 +40,17 @@ pub struct SemiSupervised {
     pub confidence: f64,
     /// Unlabelled items per labelled item in a step (FixMatch's `mu`).
     pub ratio: usize,
-    /// Largest shift (pixels, each axis) of the weak view, also used on
-    /// the labelled items.
-    pub weak_shift: usize,
-    /// Largest shift of the strong view.
-    pub strong_shift: usize,
-    /// Side of the square cut out of the strong view (0 = none).
-    pub cutout: usize,
+    /// The weak view, also used on the labelled items.
+    pub weak: Augment,
+    /// The strong view.
+    pub strong: Augment,
+    /// Decay of the moving average of the weights that becomes the trained
+    /// model (FixMatch evaluates such an average, decay 0.999); 0 = the
+    /// last weights.
+    pub average: f32,
+    /// Cosine decay of the learning rate over all steps (FixMatch's
+    /// `lr * cos(7 pi k / 16 K)`); false = constant.
+    pub cosine: bool,
 }
 
 impl Default for SemiSupervised {
@@ -56,30 +62,12 @@ impl Default for SemiSupervised {
             unlabelled_weight: 1.0,
             confidence: 0.95,
             ratio: 7,
-            weak_shift: 1,
-            strong_shift: 3,
-            cutout: 8,
+            weak: Augment::shift(1),
+            strong: Augment { shift: 3, cutout: 8, ..Augment::default() },
+            average: 0.0,
+            cosine: false,
         }
     }
-}
-
-/// Zeroes a random `side x side` square (clipped at the borders) of every
-/// item of `x` (`[n, 1, rows, cols]`).
-fn cutout(x: &Tensor, side: usize, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
-    let (n, _, rows, cols) = x.dims4()?;
-    if side == 0 {
-        return Ok(x.clone());
-    }
-    let mut data = x.flatten_all()?.to_vec1::<f32>()?;
-    for k in 0..n {
-        let (r0, c0) = (rng.random_range(0..rows), rng.random_range(0..cols));
-        for r in r0.saturating_sub(side / 2)..(r0 + side.div_ceil(2)).min(rows) {
-            for c in c0.saturating_sub(side / 2)..(c0 + side.div_ceil(2)).min(cols) {
-                data[k * rows * cols + r * cols + c] = 0.0;
-            }
-        }
-    }
-    Tensor::from_vec(data, (n, 1, rows, cols), x.device())
 }
 
 /// Trains a fresh `kind` model on the `labelled` items and the
@@ -113,7 +101,8 @@ pub fn train_semi(
         ));
     }
     let side = images.rows.min(images.cols);
-    if semi.weak_shift >= side || semi.strong_shift >= side || semi.cutout > side {
+    let (weak, strong) = (&semi.weak, &semi.strong);
+    if weak.shift >= side || strong.shift >= side || strong.cutout > side || weak.cutout > side {
         return Err(TrainError::Invalid(format!(
             "shifts and cutout must be smaller than the {side}-pixel image"
         )));
@@ -122,6 +111,12 @@ pub fn train_semi(
     {
         return Err(TrainError::Invalid(
             "unlabelled weight must be >= 0 and confidence in [0, 1]".into(),
+        ));
+    }
+    let in_range = |a: &Augment| (0.0..1.0).contains(&a.contrast) && (0.0..=1.0).contains(&a.noise);
+    if !(in_range(weak) && in_range(strong) && (0.0..1.0).contains(&semi.average)) {
+        return Err(TrainError::Invalid(
+            "contrast and the average's decay must be in [0, 1), noise in [0, 1]".into(),
         ));
     }
     if cfg.batch_size == 0 || !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
@@ -145,10 +140,20 @@ pub fn train_semi(
     let labelled_steps = images.len().div_ceil(cfg.batch_size);
     let steps = if use_unlabelled { labelled_steps.max(unlabelled.len().div_ceil(u_batch)) } else { labelled_steps };
     let mut l_pos = usize::MAX;
+    if semi.average > 0.0 {
+        opt.track_average(semi.average);
+    }
+    let total_steps = (cfg.epochs * steps) as f64;
+    let mut done_steps = 0usize;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for _ in 0..steps {
+            if semi.cosine {
+                let k = done_steps as f64 / total_steps;
+                opt.set_learning_rate(cfg.learning_rate * (7.0 * std::f64::consts::PI * k / 16.0).cos());
+            }
+            done_steps += 1;
             if l_pos >= order.len() {
                 order.shuffle(&mut rng);
                 l_pos = 0;
@@ -156,7 +161,7 @@ pub fn train_semi(
             let idx = &order[l_pos..(l_pos + cfg.batch_size).min(order.len())];
             l_pos += idx.len();
             seen += idx.len();
-            let x = shifted_batch_tensor(images, idx, semi.weak_shift, &mut rng, &device)?;
+            let x = augmented_batch_tensor(images, idx, weak, &mut rng, &device)?;
             let y: Vec<u32> = idx.iter().map(|&i| u32::from(labelled.labels[i])).collect();
             let logits = model.forward(&x)?;
             let mut loss = crate::train::cross_entropy(&logits, &y)?;
@@ -171,12 +176,11 @@ pub fn train_semi(
                     u_idx.push(u_order[u_pos]);
                     u_pos += 1;
                 }
-                let weak = shifted_batch_tensor(unlabelled, &u_idx, semi.weak_shift, &mut rng, &device)?;
+                let weak = augmented_batch_tensor(unlabelled, &u_idx, weak, &mut rng, &device)?;
                 let probs = candle_nn::ops::softmax(&model.forward(&weak)?.detach(), D::Minus1)?;
                 let pseudo = probs.argmax(D::Minus1)?;
                 let mask = probs.max(D::Minus1)?.ge(semi.confidence as f32)?.to_dtype(DType::F32)?;
-                let strong = shifted_batch_tensor(unlabelled, &u_idx, semi.strong_shift, &mut rng, &device)?;
-                let strong = cutout(&strong, semi.cutout, &mut rng)?;
+                let strong = augmented_batch_tensor(unlabelled, &u_idx, strong, &mut rng, &device)?;
                 let logp = candle_nn::ops::log_softmax(&model.forward(&strong)?, D::Minus1)?;
                 let picked = logp.gather(&pseudo.unsqueeze(1)?, 1)?.squeeze(1)?;
                 let loss_u = (picked.mul(&mask)?.sum_all()? * (-1.0 / u_idx.len() as f64))?;
@@ -188,6 +192,7 @@ pub fn train_semi(
         }
         finish_epoch(epoch, loss_sum, correct, seen, start, progress)?;
     }
+    opt.load_average()?;
     Ok(Trained {
         model,
         varmap,
@@ -202,6 +207,7 @@ pub fn train_semi(
 mod tests {
     use super::*;
     use crate::train::{accuracy, predict};
+    use rand::Rng;
 
     /// Horizontal (class 0) or vertical (class 1) bars, two pixels thick, at
     /// `position` on 12x12 images, with a little pixel noise.
@@ -246,9 +252,8 @@ mod tests {
         let test = bars(&all, 20, 3);
         let semi = SemiSupervised {
             ratio: 4,
-            weak_shift: 1,
-            strong_shift: 2,
-            cutout: 0,
+            weak: Augment::shift(1),
+            strong: Augment::shift(2),
             ..SemiSupervised::default()
         };
         let (mut with, mut without) = (0.0, 0.0);
@@ -300,7 +305,7 @@ mod tests {
             cols: 12,
         };
         let bad = SemiSupervised {
-            strong_shift: 12,
+            strong: Augment::shift(12),
             ..SemiSupervised::default()
         };
         assert!(train_semi(ModelKind::Mlp, &d, &empty, 2, &cfg, &bad, &mut |_| {}).is_err());
