@@ -40,6 +40,11 @@ impl Dense {
         Ok(Dense { weight, bias })
     }
 
+    /// The weight `[out, in]`.
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     /// `[n, in]` → `[n, out]`.
     pub(crate) fn forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let op = DenseOp {

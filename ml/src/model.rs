@@ -144,9 +144,10 @@ impl Classifier {
                         crate::scatter::MIN_SIDE
                     ))
                 })?;
-                // Not standardised: Adam's per-weight steps already even out
-                // the features' scales, and standardising without a real L2
-                // penalty made 240-item teachers worse (0.73 against 0.78).
+                // Standardised only in training, with a real L2 penalty
+                // (`TrainConfig::feature_l2`), then folded into this head:
+                // standardising without one made 240-item teachers worse
+                // (0.73 against 0.78).
                 let fc = Dense::new(transform.features(), classes, vb.pp("fc"))?;
                 Layers::Scatter { transform: std::sync::Arc::new(transform), fc }
             }
@@ -206,6 +207,15 @@ impl Classifier {
         let Layers::Scatter { transform, .. } = &self.layers else { return Ok(None) };
         let pixels: Vec<f32> = images.data.iter().map(|&v| f32::from(v) / 255.0).collect();
         Ok(Some(Tensor::from_vec(transform.transform(&pixels), (images.len(), transform.features()), &Device::Cpu)?))
+    }
+
+    /// The weight of the head on fixed features (what an L2 penalty acts
+    /// on), `None` for the kinds without fixed features.
+    pub(crate) fn head_weight(&self) -> Option<&Tensor> {
+        match &self.layers {
+            Layers::Scatter { fc, .. } => Some(fc.weight()),
+            _ => None,
+        }
     }
 
     /// The logits from rows of [`Classifier::fixed_features`].

@@ -48,6 +48,11 @@ pub struct TrainArgs {
     /// (0: none). Helps small partitions; costs no privacy.
     #[arg(long, default_value_t = 0, env = "PATE_MAX_SHIFT")]
     pub max_shift: usize,
+    /// Models on fixed features (scatter): standardise the features on the
+    /// partition and penalise the head's squared weights by this in the
+    /// loss (0 = raw features, no penalty; sklearn's C = 1 / (2 n L2)).
+    #[arg(long, default_value_t = 0.0, env = "PATE_FEATURE_L2")]
+    pub feature_l2: f64,
     /// Seed of weight initialisation and shuffling.
     #[arg(long, default_value_t = 0, env = "PATE_SEED")]
     pub seed: u64,
@@ -113,6 +118,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<ModelMeta> {
         learning_rate: args.learning_rate,
         seed: args.seed,
         max_shift: args.max_shift,
+        feature_l2: args.feature_l2,
         ..TrainConfig::default()
     };
     let partition = args.partition;

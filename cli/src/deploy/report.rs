@@ -80,6 +80,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         teacher_shift: 0,
         teacher_batch: pate_ml::train::TrainConfig::default().batch_size,
         teacher_lr: pate_ml::train::TrainConfig::default().learning_rate,
+        teacher_feature_l2: 0.0,
         student_epochs: st.student_epochs,
         student_model: st.model,
         query_batch: st.query_batch,

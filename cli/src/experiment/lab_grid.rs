@@ -35,6 +35,8 @@ const TEACHER_KEYS: &[&str] = &[
     "teacher_epochs",
     "teacher_shift",
     "teacher_batch",
+    "teacher_lr",
+    "teacher_feature_l2",
     "seed",
     "eval_size",
 ];

@@ -90,6 +90,23 @@ pub(super) fn train_impl(
     // Features no step changes (the scattering transform) are computed once,
     // not per batch and epoch; shifted batches need them afresh.
     let fixed = if max_shift == 0 { model.fixed_features(images)? } else { None };
+    if !(cfg.feature_l2.is_finite() && cfg.feature_l2 >= 0.0) {
+        return Err(TrainError::Invalid(format!("feature L2 {} must be >= 0", cfg.feature_l2)));
+    }
+    if cfg.feature_l2 > 0.0 && fixed.is_none() {
+        return Err(TrainError::Invalid(format!(
+            "feature L2 needs a model on fixed features (scatter) trained without shifts, not {kind}"
+        )));
+    }
+    let standard = match &fixed {
+        Some(f) if cfg.feature_l2 > 0.0 => Some(Standardise::fit(f)?),
+        _ => None,
+    };
+    let fixed = match (&standard, fixed) {
+        (Some(s), Some(f)) => Some(s.apply(&f)?),
+        (_, f) => f,
+    };
+    let head = if standard.is_some() { model.head_weight() } else { None };
     let mut order: Vec<usize> = (0..images.len()).collect();
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
@@ -116,11 +133,18 @@ pub(super) fn train_impl(
                     distil::loss(&logits, &p, loss)?
                 }
             };
+            let loss = match head {
+                Some(w) => (loss + (w.sqr()?.sum_all()? * cfg.feature_l2)?)?,
+                None => loss,
+            };
             let (l, c) = step(&mut opt, &loss, &logits, &want, idx.len())?;
             loss_sum += l;
             correct += c;
         }
         finish_epoch(epoch, loss_sum, correct, images.len(), start, progress)?;
+    }
+    if let Some(s) = &standard {
+        s.fold_into_head(&varmap)?;
     }
     Ok(Trained {
         model,
@@ -130,6 +154,58 @@ pub(super) fn train_impl(
         cols: images.cols,
         classes,
     })
+}
+
+/// Per-feature standardisation of fixed features, fitted on the training
+/// set (as sklearn's `StandardScaler`: a feature that never varies keeps
+/// scale 1).
+struct Standardise {
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+impl Standardise {
+    fn fit(features: &Tensor) -> candle_core::Result<Self> {
+        let (n, d) = features.dims2()?;
+        let f = features.flatten_all()?.to_vec1::<f32>()?;
+        let (mut mean, mut var) = (vec![0f64; d], vec![0f64; d]);
+        for row in f.chunks(d) {
+            mean.iter_mut().zip(row).for_each(|(m, &v)| *m += f64::from(v));
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        for row in f.chunks(d) {
+            var.iter_mut().zip(row).zip(&mean).for_each(|((s, &v), m)| *s += (f64::from(v) - m).powi(2));
+        }
+        let scale = var.iter().map(|s| (s / n as f64).sqrt()).map(|s| if s > 1e-8 { s as f32 } else { 1.0 }).collect();
+        Ok(Standardise { mean: mean.into_iter().map(|m| m as f32).collect(), scale })
+    }
+
+    fn apply(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        let d = self.mean.len();
+        let mean = Tensor::from_slice(&self.mean, (1, d), features.device())?;
+        let scale = Tensor::from_slice(&self.scale, (1, d), features.device())?;
+        features.broadcast_sub(&mean)?.broadcast_div(&scale)
+    }
+
+    /// Rewrites the head `z = W ((x - mean) / scale) + b` as a head on the
+    /// raw features: `W' = W / scale`, `b' = b - W' mean`.
+    fn fold_into_head(&self, varmap: &VarMap) -> candle_core::Result<()> {
+        let vars = varmap.data().lock().map_err(|_| candle_core::Error::Msg("variable map poisoned".into()))?;
+        let (Some(w), Some(b)) = (vars.get("fc.weight"), vars.get("fc.bias")) else {
+            candle_core::bail!("no head (fc.weight, fc.bias) to fold the standardisation into");
+        };
+        let (out, d) = w.as_tensor().dims2()?;
+        let mut weight = w.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let mut bias = b.as_tensor().to_vec1::<f32>()?;
+        for (row, bias) in weight.chunks_mut(d).zip(&mut bias) {
+            for ((v, s), m) in row.iter_mut().zip(&self.scale).zip(&self.mean) {
+                *v /= s;
+                *bias -= *v * m;
+            }
+        }
+        w.set(&Tensor::from_vec(weight, (out, d), w.device())?)?;
+        b.set(&Tensor::from_vec(bias, out, b.device())?)
+    }
 }
 
 /// One AdamW step on a minibatch's `loss`, for every training loop here:
@@ -262,5 +338,44 @@ mod tests {
         assert!(train(ModelKind::Mlp, &Dataset::default(), 2, &cfg, &mut |_| {}).is_err());
         let zero_bs = TrainConfig { batch_size: 0, ..cfg };
         assert!(train(ModelKind::Mlp, &ds, 2, &zero_bs, &mut |_| {}).is_err());
+    }
+
+    /// Folding the standardisation into the head leaves the logits as they
+    /// were on standardised features (to float rounding).
+    #[test]
+    fn folded_head_gives_the_standardised_logits() -> Result<(), TrainError> {
+        let ds = halves(40);
+        let (model, varmap) = Classifier::new_seeded(ModelKind::Scatter, 8, 8, 2, 3, &Device::Cpu)?;
+        let f = model.fixed_features(&ds.images)?.ok_or_else(|| TrainError::Invalid("no features".into()))?;
+        let s = Standardise::fit(&f)?;
+        let before = model.forward_features(&s.apply(&f)?)?.flatten_all()?.to_vec1::<f32>()?;
+        s.fold_into_head(&varmap)?;
+        let after = model.forward_features(&f)?.flatten_all()?.to_vec1::<f32>()?;
+        let worst = before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-3, "logits moved by {worst}");
+        assert!(before.iter().any(|v| v.abs() > 0.1), "the logits are not all zero");
+        Ok(())
+    }
+
+    /// A scatter model trains with the penalty (and learns the toy task);
+    /// the penalty shrinks the head; models without fixed features, or a
+    /// negative penalty, are refused.
+    #[test]
+    fn feature_l2_trains_scatter_heads_and_is_refused_elsewhere() -> Result<(), TrainError> {
+        let ds = halves(60);
+        let base = TrainConfig { epochs: 60, batch_size: 64, learning_rate: 0.01, weight_decay: 0.0, ..Default::default() };
+        let norm = |t: &Trained| -> Result<f32, TrainError> {
+            let w = t.model.head_weight().ok_or_else(|| TrainError::Invalid("no head".into()))?;
+            Ok(w.sqr()?.sum_all()?.to_scalar::<f32>()?)
+        };
+        let light = train(ModelKind::Scatter, &ds, 2, &TrainConfig { feature_l2: 1e-4, ..base.clone() }, &mut |_| {})?;
+        let heavy = train(ModelKind::Scatter, &ds, 2, &TrainConfig { feature_l2: 1.0, ..base.clone() }, &mut |_| {})?;
+        assert!(accuracy(&predict(&light.model, &ds.images, 64)?, &ds.labels) > 0.95);
+        assert!(norm(&heavy)? < norm(&light)?, "a larger penalty, a smaller (folded) head");
+        let mlp = train(ModelKind::Mlp, &ds, 2, &TrainConfig { feature_l2: 0.1, ..base.clone() }, &mut |_| {});
+        assert!(matches!(mlp, Err(TrainError::Invalid(_))), "{mlp:?}");
+        let negative = train(ModelKind::Scatter, &ds, 2, &TrainConfig { feature_l2: -1.0, ..base }, &mut |_| {});
+        assert!(matches!(negative, Err(TrainError::Invalid(_))), "{negative:?}");
+        Ok(())
     }
 }

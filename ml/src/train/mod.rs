@@ -24,7 +24,8 @@ pub mod predict;
 mod xent;
 
 pub use batch::images_to_tensor;
-pub(crate) use batch::{batch_tensor, shifted_batch_tensor};
+pub use batch::Augment;
+pub(crate) use batch::{augmented_batch_tensor, batch_tensor};
 pub use distil::{train_distil, train_soft, Distillation};
 pub use fit::train;
 pub(crate) use fit::{finish_epoch, fresh, step};
@@ -71,6 +72,14 @@ pub struct TrainConfig {
     /// training has its own in [`Distillation`].
     #[serde(default)]
     pub max_shift: usize,
+    /// Models on fixed features (`scatter`), when > 0: the features are
+    /// standardised on the training set and the head's squared weights are
+    /// penalised by this in the loss (a real L2 penalty, unlike AdamW's
+    /// decoupled decay; sklearn's `C` is `1 / (2 n l2)` for `n` items).
+    /// The standardisation is folded into the head afterwards, so the model
+    /// keeps its shape. 0 = raw features, no penalty.
+    #[serde(default)]
+    pub feature_l2: f64,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +94,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             seed: 0,
             max_shift: 0,
+            feature_l2: 0.0,
         }
     }
 }
