@@ -13,7 +13,7 @@ use pate_ml::data::{load_idx_dir, student_split, Dataset, Images};
 use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::model::ModelKind;
 use pate_ml::semi::{train_semi, SemiSupervised};
-use pate_ml::train::{accuracy, predict, TrainConfig};
+use pate_ml::train::{accuracy, predict, Augment, TrainConfig, Trained};
 use pate_ml::trigger::{poison_indices, PoisonSpec, Trigger, TriggerArgs};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -74,6 +74,28 @@ pub struct Config {
     /// probability on the weak view reaches this.
     #[arg(long, default_value_t = 0.95, env = "PATE_PSEUDO_CONFIDENCE")]
     pub pseudo_confidence: f64,
+    /// Learning rate of the student's AdamW.
+    #[arg(long, default_value_t = 1e-3, env = "PATE_LEARNING_RATE")]
+    pub learning_rate: f64,
+    /// Semi-supervised: mirror images left-right at random in both views
+    /// (and the labelled items).
+    #[arg(long, env = "PATE_FLIP")]
+    pub flip: bool,
+    /// Semi-supervised: the strong view's contrast jitter (pixels scaled by
+    /// a factor in 1 ± this; 0 = off).
+    #[arg(long, default_value_t = 0.0, env = "PATE_STRONG_CONTRAST")]
+    pub strong_contrast: f32,
+    /// Semi-supervised: the strong view's Gaussian pixel noise (sd on the
+    /// 0-1 scale; 0 = off).
+    #[arg(long, default_value_t = 0.0, env = "PATE_STRONG_NOISE")]
+    pub strong_noise: f32,
+    /// Semi-supervised: the trained model is the moving average of the
+    /// weights with this decay (0 = the last weights; FixMatch uses 0.999).
+    #[arg(long, default_value_t = 0.0, env = "PATE_AVERAGE")]
+    pub average: f32,
+    /// Semi-supervised: cosine decay of the learning rate over the run.
+    #[arg(long, env = "PATE_COSINE")]
+    pub cosine: bool,
     /// Seconds to keep retrying an aggregator that is not up yet, or that
     /// is briefly unavailable mid-run (restarting, below its quorum):
     /// retries reuse the request id, so they are never charged twice.
@@ -101,6 +123,29 @@ pub struct Config {
 }
 
 impl Config {
+    /// The consistency training these flags ask for, on images whose
+    /// smaller side is `side` pixels: the strong view's shift and cutout
+    /// scale with the image (3 and 8 pixels on 28x28, as FixMatch's
+    /// defaults on 32x32).
+    pub fn semi_config(&self, side: usize) -> SemiSupervised {
+        let weak = Augment { flip: self.flip, ..Augment::shift(1) };
+        SemiSupervised {
+            unlabelled_weight: self.unlabelled_weight,
+            confidence: self.pseudo_confidence,
+            weak,
+            strong: Augment {
+                shift: (side / 9).max(1),
+                cutout: side * 2 / 7,
+                contrast: self.strong_contrast,
+                noise: self.strong_noise,
+                ..weak
+            },
+            average: self.average,
+            cosine: self.cosine,
+            ..SemiSupervised::default()
+        }
+    }
+
     /// The trigger stamping of the public items, if the control is on (the
     /// spec's target class is unused: the labels come from the aggregator).
     pub fn public_tamper(&self) -> Option<PoisonSpec> {
@@ -186,6 +231,22 @@ impl Progress {
     }
 }
 
+/// File in the student's `--out` directory holding the answers it trained
+/// on: which public pool items got which label (the aggregator's released
+/// output, so keeping it costs no privacy). Lets the student's training be
+/// studied again without asking, hence without paying, a second time.
+pub const ANSWERS_FILE: &str = "answers.json";
+
+/// The aggregator's answers, as written to [`ANSWERS_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answers {
+    /// Indices into the public pool (the test split without its last
+    /// `eval_size` items).
+    pub pool_index: Vec<usize>,
+    /// The released label of each.
+    pub label: Vec<u8>,
+}
+
 /// Labelled items per step of semi-supervised training: the student has few
 /// labels, so small batches give it enough steps per epoch.
 const SEMI_BATCH: usize = 32;
@@ -196,6 +257,55 @@ pub fn pick_queries(pool_len: usize, queries: usize, seed: u64) -> Vec<usize> {
     idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     idx.truncate(queries.min(pool_len));
     idx
+}
+
+/// Trains the student as `config` says on `train_set` (the answered
+/// items), with the rest of `pool` (all but the `answered` pool indices)
+/// as its unlabelled data when semi-supervised, and measures it on `eval`.
+/// Writes its progress to `progress_dir` when given. Blocking: call it off
+/// the async runtime.
+pub fn train_student(
+    config: &Config,
+    train_set: &Dataset,
+    pool: &Images,
+    answered: &[usize],
+    eval: &Dataset,
+    classes: usize,
+    progress_dir: Option<&std::path::Path>,
+) -> anyhow::Result<(Trained, f64)> {
+    // Semi-supervised: the unlabelled rest of the pool, pristine (never
+    // stamped), without the items the aggregator labelled.
+    let semi = config.semi_supervised.then(|| {
+        let answered: std::collections::HashSet<usize> = answered.iter().copied().collect();
+        let rest: Vec<usize> = (0..pool.len()).filter(|i| !answered.contains(i)).collect();
+        (pool.select(&rest), config.semi_config(pool.rows.min(pool.cols)))
+    });
+    let batch_size = if semi.is_some() { SEMI_BATCH } else { TrainConfig::default().batch_size };
+    let cfg = TrainConfig {
+        epochs: config.epochs,
+        seed: config.seed,
+        batch_size,
+        learning_rate: config.learning_rate,
+        ..TrainConfig::default()
+    };
+    let epochs = cfg.epochs;
+    let mut log = |r: pate_ml::train::EpochReport| {
+        tracing::debug!(epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, "student epoch");
+        if let Some(dir) = progress_dir {
+            if let Err(e) = (Progress { epoch: r.epoch, epochs }).write(dir) {
+                tracing::debug!(error = %e, "progress file not written");
+            }
+        }
+    };
+    let trained = match &semi {
+        None => pate_ml::train::train(config.model, train_set, classes, &cfg, &mut log)?,
+        Some((unlabelled, s)) => {
+            tracing::info!(unlabelled = unlabelled.len(), "semi-supervised training");
+            train_semi(config.model, train_set, unlabelled, classes, &cfg, s, &mut log)?
+        }
+    };
+    let acc = accuracy(&predict(&trained.model, &eval.images, 512)?, &eval.labels);
+    Ok((trained, acc))
 }
 
 /// Queries the aggregator, trains, evaluates, and writes the checkpoint and
@@ -221,53 +331,21 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
     let query_seconds = query_start.elapsed().as_secs_f64();
     anyhow::ensure!(!labelled.items.is_empty(), "the aggregator answered none of {} queries: nothing to train on", picked.len());
 
+    std::fs::create_dir_all(&config.out).with_context(|| format!("creating {}", config.out.display()))?;
+    let answers = Answers { pool_index: labelled.items.iter().map(|&i| picked[i]).collect(), label: labelled.labels.clone() };
+    let path = config.out.join(ANSWERS_FILE);
+    std::fs::write(&path, serde_json::to_vec(&answers)?).with_context(|| format!("writing {}", path.display()))?;
+
     let true_labels: Vec<u8> = labelled.items.iter().map(|&i| split.pool_labels[picked[i]]).collect();
     let train_set = Dataset { images: queried.select(&labelled.items), labels: labelled.labels.clone() };
     let label_accuracy = accuracy(&train_set.labels, &true_labels);
     tracing::info!(answered = train_set.len(), label_accuracy, "training student");
 
     let train_start = std::time::Instant::now();
-    // Semi-supervised: the unlabelled rest of the pool, pristine (never
-    // stamped), without the items the aggregator labelled.
-    let semi = config.semi_supervised.then(|| {
-        let answered: std::collections::HashSet<usize> = labelled.items.iter().map(|&i| picked[i]).collect();
-        let rest: Vec<usize> = (0..split.pool.len()).filter(|i| !answered.contains(i)).collect();
-        // The strong view's shift and cutout scale with the image (3 and 8
-        // pixels on 28x28, as FixMatch's defaults on 32x32).
-        let side = split.pool.rows.min(split.pool.cols);
-        let s = SemiSupervised {
-            unlabelled_weight: config.unlabelled_weight,
-            confidence: config.pseudo_confidence,
-            strong_shift: (side / 9).max(1),
-            cutout: side * 2 / 7,
-            ..SemiSupervised::default()
-        };
-        (split.pool.select(&rest), s)
-    });
-    let batch_size = if semi.is_some() { SEMI_BATCH } else { TrainConfig::default().batch_size };
-    let (cfg, kind, eval, out) = (
-        TrainConfig { epochs: config.epochs, seed: config.seed, batch_size, ..TrainConfig::default() },
-        config.model,
-        split.eval,
-        config.out.clone(),
-    );
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let (cfg_in, pool, eval, out) = (config.clone(), split.pool, split.eval, config.out.clone());
+    let answered = answers.pool_index.clone();
     let student_accuracy = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let epochs = cfg.epochs;
-        let mut log = |r: pate_ml::train::EpochReport| {
-            tracing::debug!(epoch = r.epoch, loss = r.loss, accuracy = r.train_accuracy, "student epoch");
-            if let Err(e) = (Progress { epoch: r.epoch, epochs }).write(&out) {
-                tracing::debug!(error = %e, "progress file not written");
-            }
-        };
-        let trained = match &semi {
-            None => pate_ml::train::train(kind, &train_set, classes, &cfg, &mut log)?,
-            Some((unlabelled, s)) => {
-                tracing::info!(unlabelled = unlabelled.len(), "semi-supervised training");
-                train_semi(kind, &train_set, unlabelled, classes, &cfg, s, &mut log)?
-            }
-        };
-        let acc = accuracy(&predict(&trained.model, &eval.images, 512)?, &eval.labels);
+        let (trained, acc) = train_student(&cfg_in, &train_set, &pool, &answered, &eval, classes, Some(&out))?;
         let meta = ModelMeta::of_training(&trained, &train_set, (0, 1), None)?;
         checkpoint::save(&out.join("model"), &trained, &meta)?;
         Ok(acc)
@@ -317,5 +395,26 @@ mod tests {
         s.dedup();
         assert_eq!(s.len(), 10);
         assert_eq!(pick_queries(5, 10, 0).len(), 5);
+    }
+
+    /// The views scale with the image (FixMatch's 3-pixel shift and 8-pixel
+    /// cutout at 28x28), and the flags reach them: flip in both views,
+    /// jitter only in the strong one.
+    #[test]
+    fn semi_config_follows_the_flags() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            c: Config,
+        }
+        let parse = |args: &[&str]| <Cli as clap::Parser>::parse_from([&["student"], args].concat()).c;
+        let plain = parse(&[]).semi_config(28);
+        assert_eq!((plain.weak.shift, plain.strong.shift, plain.strong.cutout), (1, 3, 8));
+        assert!(!plain.weak.flip && plain.average == 0.0 && !plain.cosine);
+        let tuned = parse(&["--flip", "--strong-noise", "0.1", "--strong-contrast", "0.2", "--average", "0.99", "--cosine"])
+            .semi_config(28);
+        assert!(tuned.weak.flip && tuned.strong.flip && tuned.cosine);
+        assert_eq!((tuned.weak.noise, tuned.strong.noise, tuned.strong.contrast, tuned.average), (0.0, 0.1, 0.2, 0.99));
+        assert_eq!(parse(&[]).semi_config(8).strong.cutout, 2);
     }
 }

@@ -117,4 +117,16 @@ fn private_lab_reports_three_epsilons() {
     // Chance is 0.1; a few dozen noisy labels and the unlabelled pool.
     assert!(f("queries_answered") > 0.0 && f("student_accuracy") > 0.15, "{r}");
     assert!(r["release"]["noise_std"].as_f64().is_some(), "{r}");
+    // The answers the student trained on are kept: one released label per
+    // answered query, each for a distinct pool item.
+    let a: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("student").join("answers.json")).expect("student/answers.json"),
+    )
+    .expect("json");
+    let (idx, labels) = (a["pool_index"].as_array().expect("pool_index"), a["label"].as_array().expect("label"));
+    assert_eq!(idx.len() as f64, f("queries_answered"), "{a}");
+    assert_eq!(labels.len(), idx.len(), "{a}");
+    assert!(labels.iter().all(|l| l.as_u64().is_some_and(|l| l < 10)), "{a}");
+    let distinct: std::collections::BTreeSet<u64> = idx.iter().filter_map(serde_json::Value::as_u64).collect();
+    assert_eq!(distinct.len(), idx.len(), "{a}");
 }
