@@ -21,15 +21,10 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Rows grouped by their cell with the seed left out, in order of first appearance.
 pub fn by_configuration(rows: &[Row]) -> Vec<Vec<&Row>> {
-    let mut groups: Vec<(Cell, Vec<&Row>)> = Vec::new();
-    for row in rows {
-        let key = Cell { seed: 0, ..row.cell.clone() };
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, g)) => g.push(row),
-            None => groups.push((key, vec![row])),
-        }
-    }
-    groups.into_iter().map(|(_, g)| g).collect()
+    super::grid::group_indices(rows, |row| Cell { seed: 0, ..row.cell.clone() })
+        .into_iter()
+        .map(|g| g.into_iter().map(|i| &rows[i]).collect())
+        .collect()
 }
 
 /// The accuracy a student is held to: the reference student's in PATE
