@@ -144,16 +144,14 @@ pub fn train_semi(
         opt.track_average(semi.average);
     }
     let total_steps = (cfg.epochs * steps) as f64;
-    let mut done_steps = 0usize;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for _ in 0..steps {
+        for s in 0..steps {
             if semi.cosine {
-                let k = done_steps as f64 / total_steps;
+                let k = ((epoch - 1) * steps + s) as f64 / total_steps;
                 opt.set_learning_rate(cfg.learning_rate * (7.0 * std::f64::consts::PI * k / 16.0).cos());
             }
-            done_steps += 1;
             if l_pos >= order.len() {
                 order.shuffle(&mut rng);
                 l_pos = 0;

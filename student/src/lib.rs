@@ -75,7 +75,7 @@ pub struct Config {
     #[arg(long, default_value_t = 0.95, env = "PATE_PSEUDO_CONFIDENCE")]
     pub pseudo_confidence: f64,
     /// Learning rate of the student's AdamW.
-    #[arg(long, default_value_t = 1e-3, env = "PATE_LEARNING_RATE")]
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate, env = "PATE_LEARNING_RATE")]
     pub learning_rate: f64,
     /// Semi-supervised: mirror images left-right at random in both views
     /// (and the labelled items).
