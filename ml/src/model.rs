@@ -9,6 +9,10 @@
 //!   ReLU → maxpool 2 → linear 128 ReLU → classes. The convolutions run as
 //!   im2col + gemm with fused ReLU + max-pool ([`crate::conv`]); the weights
 //!   have candle `Conv2d`'s names and shapes.
+//! - CNN-wide: the same layers at twice the width (32 and 64 channels, 256
+//!   hidden), about three times the compute: a student with a few hundred
+//!   labels and a pool to learn from may use the capacity (FixMatch's
+//!   networks are far wider than this one).
 //! - Scatter: the fixed wavelet scattering transform ([`crate::scatter`],
 //!   nothing learned) → linear → classes: a logistic regression on
 //!   privacy-free features, for teachers with few items. Its features can
@@ -33,6 +37,10 @@ pub const MLP_HIDDEN: [usize; 2] = [256, 128];
 pub const CNN_CHANNELS: [usize; 2] = [16, 32];
 /// Width of the CNN's hidden linear layer.
 pub const CNN_HIDDEN: usize = 128;
+/// Channels of the wide CNN's two convolutions.
+pub const CNN_WIDE_CHANNELS: [usize; 2] = [32, 64];
+/// Width of the wide CNN's hidden linear layer.
+pub const CNN_WIDE_HIDDEN: usize = 256;
 /// Kernel side of the CNN's convolutions (zero padding keeps the size).
 pub const CNN_KERNEL: usize = 3;
 /// Smallest image side the CNN accepts (two 2x2 poolings).
@@ -46,6 +54,9 @@ pub enum ModelKind {
     Mlp,
     /// Small convolutional network.
     Cnn,
+    /// The small CNN at twice the width.
+    #[serde(rename = "cnn-wide")]
+    CnnWide,
     /// Linear classifier on fixed wavelet scattering features.
     Scatter,
 }
@@ -55,6 +66,7 @@ impl fmt::Display for ModelKind {
         f.write_str(match self {
             ModelKind::Mlp => "mlp",
             ModelKind::Cnn => "cnn",
+            ModelKind::CnnWide => "cnn-wide",
             ModelKind::Scatter => "scatter",
         })
     }
@@ -66,8 +78,9 @@ impl FromStr for ModelKind {
         match s.to_ascii_lowercase().as_str() {
             "mlp" => Ok(ModelKind::Mlp),
             "cnn" => Ok(ModelKind::Cnn),
+            "cnn-wide" => Ok(ModelKind::CnnWide),
             "scatter" => Ok(ModelKind::Scatter),
-            _ => Err(format!("unknown model kind {s:?} (expected mlp, cnn or scatter)")),
+            _ => Err(format!("unknown model kind {s:?} (expected mlp, cnn, cnn-wide or scatter)")),
         }
     }
 }
@@ -117,24 +130,23 @@ impl Classifier {
                 fc2: Dense::new(MLP_HIDDEN[0], MLP_HIDDEN[1], vb.pp("fc2"))?,
                 fc3: Dense::new(MLP_HIDDEN[1], classes, vb.pp("fc3"))?,
             },
-            ModelKind::Cnn => {
+            ModelKind::Cnn | ModelKind::CnnWide => {
+                let (channels, hidden) = if kind == ModelKind::Cnn {
+                    (CNN_CHANNELS, CNN_HIDDEN)
+                } else {
+                    (CNN_WIDE_CHANNELS, CNN_WIDE_HIDDEN)
+                };
                 if rows < CNN_MIN_SIDE || cols < CNN_MIN_SIDE {
                     candle_core::bail!(
                         "the CNN needs images of at least {CNN_MIN_SIDE}x{CNN_MIN_SIDE}, got {rows}x{cols}"
                     );
                 }
-                let flat = CNN_CHANNELS[1] * (rows / 4) * (cols / 4);
+                let flat = channels[1] * (rows / 4) * (cols / 4);
                 Layers::Cnn {
-                    conv1: ConvReluPool::new(1, CNN_CHANNELS[0], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv1"))?,
-                    conv2: ConvReluPool::new(
-                        CNN_CHANNELS[0],
-                        CNN_CHANNELS[1],
-                        CNN_KERNEL,
-                        CNN_KERNEL / 2,
-                        vb.pp("conv2"),
-                    )?,
-                    fc1: Dense::new(flat, CNN_HIDDEN, vb.pp("fc1"))?,
-                    fc2: Dense::new(CNN_HIDDEN, classes, vb.pp("fc2"))?,
+                    conv1: ConvReluPool::new(1, channels[0], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv1"))?,
+                    conv2: ConvReluPool::new(channels[0], channels[1], CNN_KERNEL, CNN_KERNEL / 2, vb.pp("conv2"))?,
+                    fc1: Dense::new(flat, hidden, vb.pp("fc1"))?,
+                    fc2: Dense::new(hidden, classes, vb.pp("fc2"))?,
                 }
             }
             ModelKind::Scatter => {
@@ -328,7 +340,7 @@ mod tests {
     #[test]
     fn shapes() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        for kind in [ModelKind::Mlp, ModelKind::Cnn, ModelKind::Scatter] {
+        for kind in [ModelKind::Mlp, ModelKind::Cnn, ModelKind::CnnWide, ModelKind::Scatter] {
             let (m, vm) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
             let x = Tensor::zeros((3, 1, 28, 28), DType::F32, &dev)?;
             assert_eq!(m.forward(&x)?.dims(), &[3, 10]);
@@ -351,6 +363,7 @@ mod tests {
         for (kind, widths) in [
             (ModelKind::Mlp, vec![256, 128, 10]),
             (ModelKind::Cnn, vec![16 * 14 * 14, 32 * 7 * 7, 128, 10]),
+            (ModelKind::CnnWide, vec![32 * 14 * 14, 64 * 7 * 7, 256, 10]),
             (ModelKind::Scatter, vec![81 * 7 * 7, 10]),
         ] {
             let (m, _) = Classifier::new_seeded(kind, 28, 28, 10, 1, &dev)?;
@@ -386,5 +399,8 @@ mod tests {
         assert_eq!(ModelKind::Mlp.to_string(), "mlp");
         assert!("rnn".parse::<ModelKind>().is_err());
         assert_eq!(serde_json::to_string(&ModelKind::Cnn).expect("json"), "\"cnn\"");
+        assert_eq!("cnn-wide".parse::<ModelKind>(), Ok(ModelKind::CnnWide));
+        assert_eq!(ModelKind::CnnWide.to_string(), "cnn-wide");
+        assert_eq!(serde_json::to_string(&ModelKind::CnnWide).expect("json"), "\"cnn-wide\"");
     }
 }

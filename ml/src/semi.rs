@@ -51,6 +51,11 @@ pub struct SemiSupervised {
     /// Cosine decay of the learning rate over all steps (FixMatch's
     /// `lr * cos(7 pi k / 16 K)`); false = constant.
     pub cosine: bool,
+    /// Label smoothing of the labelled items' cross-entropy, in `[0, 1)`:
+    /// the student's labels are noisy answers, and smoothing caps how hard
+    /// a wrong one pulls (0 = none).
+    #[serde(default)]
+    pub label_smoothing: f32,
 }
 
 impl Default for SemiSupervised {
@@ -66,6 +71,7 @@ impl Default for SemiSupervised {
             strong: Augment { shift: 3, cutout: 8, ..Augment::default() },
             average: 0.0,
             cosine: false,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -114,9 +120,13 @@ pub fn train_semi(
         ));
     }
     let in_range = |a: &Augment| (0.0..1.0).contains(&a.contrast) && (0.0..=1.0).contains(&a.noise);
-    if !(in_range(weak) && in_range(strong) && (0.0..1.0).contains(&semi.average)) {
+    if !(in_range(weak)
+        && in_range(strong)
+        && (0.0..1.0).contains(&semi.average)
+        && (0.0..1.0).contains(&semi.label_smoothing))
+    {
         return Err(TrainError::Invalid(
-            "contrast and the average's decay must be in [0, 1), noise in [0, 1]".into(),
+            "contrast, label smoothing and the average's decay must be in [0, 1), noise in [0, 1]".into(),
         ));
     }
     if cfg.batch_size == 0 || !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
@@ -162,7 +172,7 @@ pub fn train_semi(
             let x = augmented_batch_tensor(images, idx, weak, &mut rng, &device)?;
             let y: Vec<u32> = idx.iter().map(|&i| u32::from(labelled.labels[i])).collect();
             let logits = model.forward(&x)?;
-            let mut loss = crate::train::cross_entropy(&logits, &y)?;
+            let mut loss = crate::train::smoothed_cross_entropy(&logits, &y, semi.label_smoothing)?;
             let y = Tensor::from_vec(y, idx.len(), &device)?;
             if use_unlabelled {
                 let mut u_idx = Vec::with_capacity(u_batch);

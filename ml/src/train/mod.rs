@@ -32,7 +32,7 @@ pub(crate) use fit::{finish_epoch, fresh, step};
 pub use predict::{
     accuracy, predict, predict_logits_tensor, predict_proba, predict_proba_tensor, predict_tensor, MAX_CNN_BATCH,
 };
-pub(crate) use xent::cross_entropy;
+pub(crate) use xent::{cross_entropy, smoothed_cross_entropy};
 
 /// Errors from training or prediction.
 #[derive(Debug, thiserror::Error)]

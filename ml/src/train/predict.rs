@@ -24,7 +24,7 @@ fn for_batches(
 ) -> Result<(), TrainError> {
     let n = x.dim(0)?;
     let bs = match model.kind() {
-        ModelKind::Cnn => batch_size.clamp(1, MAX_CNN_BATCH),
+        ModelKind::Cnn | ModelKind::CnnWide => batch_size.clamp(1, MAX_CNN_BATCH),
         ModelKind::Mlp | ModelKind::Scatter => batch_size.max(1),
     };
     let mut start = 0;

@@ -4,7 +4,10 @@
 //! ten graph nodes per minibatch, each allocating its output and, in the
 //! backward pass, a zero gradient to add into. This op computes the mean
 //! loss in one pass over the logits, keeps the softmax, and its backward is
-//! the closed form `(softmax - onehot) / n`.
+//! the closed form `(softmax - onehot) / n`. With label smoothing `e` the
+//! target is `(1 - e) onehot + e / classes` (Szegedy et al. 2016), which
+//! caps how hard a wrong label can pull (the student's labels are noisy
+//! answers); the gradient stays `(softmax - target) / n`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,8 +19,18 @@ use crate::conv::f32_slice;
 ///
 /// An error if a label is not below `classes` or the counts differ.
 pub(crate) fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    smoothed_cross_entropy(logits, labels, 0.0)
+}
+
+/// The cross-entropy against `(1 - smoothing) onehot + smoothing / classes`;
+/// `smoothing` 0 is [`cross_entropy`]. An error unless it is in `[0, 1)`.
+pub(crate) fn smoothed_cross_entropy(logits: &Tensor, labels: &[u32], smoothing: f32) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&smoothing) {
+        candle_core::bail!("cross-entropy: label smoothing {smoothing} is not in [0, 1)");
+    }
     let op = Xent {
         labels: labels.into(),
+        smoothing,
         softmax: OnceLock::new(),
     };
     logits.contiguous()?.apply_op1(op)
@@ -26,6 +39,7 @@ pub(crate) fn cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
 #[derive(Debug)]
 struct Xent {
     labels: Arc<[u32]>,
+    smoothing: f32,
     softmax: OnceLock<Arc<Vec<f32>>>,
 }
 
@@ -45,6 +59,7 @@ impl CustomOp1 for Xent {
         let z = f32_slice(s, l, self.name())?;
         let mut probs = vec![0f32; n * classes];
         let mut total = 0f64;
+        let e = self.smoothing;
         for ((row, p), &y) in z.chunks(classes).zip(probs.chunks_mut(classes)).zip(self.labels.iter()) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
@@ -53,8 +68,13 @@ impl CustomOp1 for Xent {
                 sum += *q;
             }
             p.iter_mut().for_each(|q| *q /= sum);
-            // -log softmax[y] = log Σ exp(z - max) - (z[y] - max)
-            total += f64::from(sum.ln() - (row[y as usize] - max));
+            // -log softmax[k] = log Σ exp(z - max) - (z[k] - max)
+            let nll = |k: usize| sum.ln() - (row[k] - max);
+            let mut loss = (1.0 - e) * nll(y as usize);
+            if e > 0.0 {
+                loss += e / classes as f32 * (0..classes).map(nll).sum::<f32>();
+            }
+            total += f64::from(loss);
         }
         let _ = self.softmax.set(Arc::new(probs));
         Ok((CpuStorage::F32(vec![(total / n as f64) as f32]), Shape::from(())))
@@ -66,9 +86,10 @@ impl CustomOp1 for Xent {
         };
         let (n, classes) = arg.dims2()?;
         let scale = grad.to_scalar::<f32>()? / n as f32;
-        let mut g: Vec<f32> = probs.iter().map(|p| p * scale).collect();
+        let spread = self.smoothing / classes as f32;
+        let mut g: Vec<f32> = probs.iter().map(|p| (p - spread) * scale).collect();
         for (row, &y) in g.chunks_mut(classes).zip(self.labels.iter()) {
-            row[y as usize] -= scale;
+            row[y as usize] -= (1.0 - self.smoothing) * scale;
         }
         Ok(Some(Tensor::from_vec(g, (n, classes), arg.device())?))
     }
@@ -103,11 +124,40 @@ mod tests {
         Ok(())
     }
 
+    /// Smoothing `e` equals `(1 - e) CE(y) + e * mean_k CE(k)` built from
+    /// candle-nn's cross-entropy, value and gradient.
+    #[test]
+    fn smoothing_matches_the_mixture() -> Result<()> {
+        let dev = Device::Cpu;
+        let z: Vec<f32> = (0..24).map(|i| ((i * 31) % 17) as f32 * 0.5 - 3.0).collect();
+        let labels = [2u32, 0, 3, 1, 1, 2];
+        let e = 0.2f64;
+        let v = Var::from_vec(z, (6, 4), &dev)?;
+        let ours = smoothed_cross_entropy(v.as_tensor(), &labels, e as f32)?;
+        let mut theirs = (candle_nn::loss::cross_entropy(v.as_tensor(), &Tensor::new(&labels[..], &dev)?)? * (1.0 - e))?;
+        for k in 0..4u32 {
+            let all_k = Tensor::new(&[k; 6][..], &dev)?;
+            theirs = (theirs + (candle_nn::loss::cross_entropy(v.as_tensor(), &all_k)? * (e / 4.0))?)?;
+        }
+        let (a, b) = (ours.to_scalar::<f32>()?, theirs.to_scalar::<f32>()?);
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        let g1 = ours.backward()?;
+        let g2 = theirs.backward()?;
+        let d = (g1.get(v.as_tensor()).expect("grad") - g2.get(v.as_tensor()).expect("grad"))?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d < 1e-5, "gradient off by {d}");
+        Ok(())
+    }
+
     #[test]
     fn bad_labels_are_errors() -> Result<()> {
         let z = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
         assert!(cross_entropy(&z, &[0, 3]).is_err(), "label >= classes");
         assert!(cross_entropy(&z, &[0]).is_err(), "count");
+        assert!(smoothed_cross_entropy(&z, &[0, 1], 1.0).is_err(), "smoothing 1");
+        assert!(smoothed_cross_entropy(&z, &[0, 1], -0.1).is_err(), "negative smoothing");
         Ok(())
     }
 }
