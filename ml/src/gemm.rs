@@ -40,6 +40,13 @@ impl<'a> Mat<'a> {
         self.cols
     }
 
+    /// Its first `cols` columns (no copy). Panics if it has fewer: a bug in
+    /// the caller.
+    pub(crate) fn first_cols(self, cols: usize) -> Self {
+        assert!(cols <= self.cols, "first_cols: {cols} of {}", self.cols);
+        Mat { cols, ..self }
+    }
+
     /// The transpose (no copy).
     pub(crate) fn t(self) -> Self {
         Mat {
