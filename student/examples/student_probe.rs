@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
             "model": config.model.to_string(), "epochs": config.epochs, "semi": config.semi_supervised,
             "lr": config.learning_rate, "flip": config.flip, "contrast": config.strong_contrast,
             "noise": config.strong_noise, "average": config.average, "cosine": config.cosine,
-            "confidence": config.pseudo_confidence, "seed": config.seed,
+            "confidence": config.pseudo_confidence, "smoothing": config.label_smoothing, "seed": config.seed,
             "answers": answers.label.len(), "label_accuracy": accuracy(&answers.label, &truth),
             "student_accuracy": acc, "seconds": start.elapsed().as_secs_f64(),
         })

@@ -36,7 +36,7 @@ async fn connect(addr: &str, wait: Duration, transport: &Transport) -> anyhow::R
     Ok(AggregatorClient::new(channel).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES))
 }
 
-fn random_run_id() -> String {
+pub(crate) fn random_run_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 

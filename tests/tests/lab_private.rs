@@ -52,44 +52,23 @@ fn bad_input_is_refused_before_any_teacher_is_trained() {
     }
 }
 
+/// 12 teachers on 1,397 digits: T = 8, sigma1 = 6, sigma2 = 3 (no
+/// meaningful privacy at this size: the threshold step alone costs about
+/// order / 72 per query), and a target that stops the 200-item pool
+/// partway: about 60 answers fit in batches of 10. The target, not the
+/// preset's data-independent budget, is the stop under test; an MLP
+/// student learns on 8x8 digits in 30 short epochs where the CNN does not.
+const SMALL_PRIVATE: &[&str] = &[
+    "--preset", "private", "--teachers", "12", "--threshold", "8", "--sigma1", "6", "--sigma2", "3",
+    "--target-epsilon", "30", "--epsilon-limit", "1e6", "--student-model", "mlp", "--teacher-epochs", "20",
+    "--student-epochs", "30", "--query-batch", "10",
+];
+
 #[test]
 fn private_lab_reports_three_epsilons() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("lab");
-    // 12 teachers on 1,397 digits: T = 8, sigma1 = 6, sigma2 = 3 (no
-    // meaningful privacy at this size: the threshold step alone costs about
-    // order / 72 per query), and a target that stops the 200-item pool
-    // partway: about 60 answers fit in batches of 10.
-    let o = lab(
-        &out,
-        &[
-            "--preset",
-            "private",
-            "--teachers",
-            "12",
-            "--threshold",
-            "8",
-            "--sigma1",
-            "6",
-            "--sigma2",
-            "3",
-            "--target-epsilon",
-            "30",
-            // The target, not the preset's data-independent budget of 2, is
-            // the stop under test; an MLP student learns on 8x8 digits in
-            // 30 short epochs where the CNN does not.
-            "--epsilon-limit",
-            "1e6",
-            "--student-model",
-            "mlp",
-            "--teacher-epochs",
-            "20",
-            "--student-epochs",
-            "30",
-            "--query-batch",
-            "10",
-        ],
-    );
+    let o = lab(&out, SMALL_PRIVATE);
     assert!(
         o.status.success(),
         "pate lab failed: {}",
@@ -129,4 +108,32 @@ fn private_lab_reports_three_epsilons() {
     assert!(labels.iter().all(|l| l.as_u64().is_some_and(|l| l < 10)), "{a}");
     let distinct: std::collections::BTreeSet<u64> = idx.iter().filter_map(serde_json::Value::as_u64).collect();
     assert_eq!(distinct.len(), idx.len(), "{a}");
+}
+
+/// `--rank-after`: the student asks 30 queries at random, ranks the rest of
+/// the pool with a model trained on those answers, and asks on under its
+/// own request ids until the target stops it; the answers still name
+/// distinct pool items, one label each, and the run stops at the target.
+#[test]
+fn ranked_querying_asks_in_two_phases_under_the_same_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("lab");
+    let o = lab(&out, &[SMALL_PRIVATE, &["--rank-after", "30"]].concat());
+    assert!(o.status.success(), "pate lab failed: {}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).expect("json");
+    assert_eq!(r["plan"]["rank_after"], 30, "{r}");
+    let answered = r["queries_answered"].as_u64().expect("queries_answered");
+    assert!(r["epsilon_data_dependent"].as_f64().expect("dd") <= 30.0 + 1e-9, "{r}");
+    let log = std::fs::read_to_string(out.join("logs").join("student.log")).expect("student.log");
+    assert!(log.contains("surest first"), "no ranking phase in the student's log:\n{log}");
+    assert!(log.contains("-ranked"), "the second phase asks under its own request ids:\n{log}");
+    let a: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("student").join("answers.json")).expect("answers.json"))
+            .expect("json");
+    let idx: Vec<u64> = a["pool_index"].as_array().expect("pool_index").iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(idx.len() as u64, answered, "{a}");
+    assert!(answered > 0 && idx.iter().all(|&i| i < 200), "{a}");
+    let distinct: std::collections::BTreeSet<u64> = idx.iter().copied().collect();
+    assert_eq!(distinct.len(), idx.len(), "each pool item answered once: {a}");
 }

@@ -84,6 +84,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         student_epochs: st.student_epochs,
         student_model: st.model,
         query_batch: st.query_batch,
+        rank_after: 0,
     };
     let times = Timings {
         train_teachers: args.train_seconds,
