@@ -4,16 +4,19 @@
 //! the same cores), which is what `pate lab`'s labelling is measured
 //! against (docs/BENCHMARKS.md, "Labelling at scale").
 //!
-//! Run: `PATE_BENCH_TEACHERS=lab-out/teachers RAYON_NUM_THREADS=1 cargo
-//! bench -p pate-ml --bench ensemble`. Env: `PATE_BENCH_TEACHERS` (a
+//! Run: `PATE_BENCH_TEACHERS=lab-out/teachers cargo bench -p pate-ml
+//! --bench ensemble`. Env: `PATE_BENCH_TEACHERS` (a
 //! directory of checkpoints `0/`, `1/`, ...: a lab's `teachers/`),
 //! `PATE_BENCH_QUERIES` (pool items; default 9,000, the private lab's
 //! pool), `PATE_BENCH_BATCHES` (items per predict call, comma-separated;
 //! default `10,250,4096`: the private and fast presets' Label batches and
 //! one call per teacher), `PATE_BENCH_WORKERS` (threads over teachers;
 //! default the cores). Each worker runs its share of the teachers one after
-//! another, so with `RAYON_NUM_THREADS=1` the cores each run one forward
-//! pass at a time, as the lab's teacher processes do.
+//! another in its own one-thread rayon pool, so the cores each run one
+//! forward pass at a time, as the lab's teacher processes do (with one
+//! shared global pool of one thread, the scattering transform's parallel
+//! loop ran every worker's images on that one thread: half the bound on
+//! two cores).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,11 +49,10 @@ fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(!teachers.is_empty(), "no checkpoint {}/0/meta.json", dir.display());
     println!(
-        "{} teachers from {}, {} queries, {workers} workers, RAYON_NUM_THREADS={}",
+        "{} teachers from {}, {} queries, {workers} workers of one thread each",
         teachers.len(),
         dir.display(),
-        pool.len(),
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into())
+        pool.len()
     );
     println!();
     println!("| items per predict call | wall (s) | teacher-predictions/s | labels/s (bound) |");
@@ -62,12 +64,15 @@ fn main() -> anyhow::Result<()> {
                 .map(|w| {
                     let (teachers, pool) = (&teachers, &pool);
                     s.spawn(move || -> anyhow::Result<()> {
-                        for model in teachers.iter().skip(w).step_by(workers.max(1)) {
-                            for start in (0..pool.len()).step_by(batch) {
-                                predict(model, &pool.range(start..start + batch), batch)?;
+                        let own = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+                        own.install(|| -> anyhow::Result<()> {
+                            for model in teachers.iter().skip(w).step_by(workers.max(1)) {
+                                for start in (0..pool.len()).step_by(batch) {
+                                    predict(model, &pool.range(start..start + batch), batch)?;
+                                }
                             }
-                        }
-                        Ok(())
+                            Ok(())
+                        })
                     })
                 })
                 .collect();

@@ -45,6 +45,31 @@ def env(name, default, cast=int):
     return cast(os.environ.get(name, default))
 
 
+def pate_split(data_dir, eval_size):
+    """The lab's split: the training items (the teachers' private data), the
+    public pool (the test split but its last `eval_size` items, labels as a
+    numpy array for measuring) and the evaluation set, images as float
+    [n, 1, 28, 28] in [0, 1]; and the class count."""
+    xtr, ytr, xte, yte = load(data_dir)
+    to_x = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
+    cut = len(yte) - eval_size
+    return (to_x(xtr), torch.from_numpy(ytr.astype(np.int64)), to_x(xte[:cut]), yte[:cut],
+            to_x(xte[cut:]), torch.from_numpy(yte[cut:].astype(np.int64)), int(max(ytr.max(), yte.max())) + 1)
+
+
+def print_report(name, started, seconds, accuracies, **extra):
+    """A summary line on stderr and one JSON object on stdout: the versions,
+    `extra`, each phase's seconds and the total since `started`, and the
+    accuracies (what scripts/bench.sh reads)."""
+    report = {"torch": torch.__version__, "threads": torch.get_num_threads(), **extra,
+              **{k: round(v, 3) for k, v in seconds.items()},
+              "total_seconds": round(time.perf_counter() - started, 3),
+              **{k: round(v, 4) for k, v in accuracies.items()}}
+    print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in report.items() if k.endswith(("seconds", "accuracy"))),
+          file=sys.stderr)
+    print(json.dumps(report), flush=True)
+
+
 def fit(model, x, y, epochs, batch, seed):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
@@ -89,18 +114,12 @@ def main():
     torch.manual_seed(seed)
     started = time.perf_counter()
 
-    xtr, ytr, xte, yte = load(data_dir)
-    to_x = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
-    x_train, y_train = to_x(xtr), torch.from_numpy(ytr.astype(np.int64))
-    cut = len(yte) - eval_size
-    x_pool, y_pool = to_x(xte[:cut]), yte[:cut]
-    x_eval, y_eval = to_x(xte[cut:]), torch.from_numpy(yte[cut:].astype(np.int64))
-    classes = int(max(ytr.max(), yte.max())) + 1
+    x_train, y_train, x_pool, y_pool, x_eval, y_eval, classes = pate_split(data_dir, eval_size)
     load_seconds = time.perf_counter() - started
 
     # 1. Teachers, one after another (one process, the threads shared).
     t = time.perf_counter()
-    perm = np.random.default_rng(seed).permutation(len(ytr))
+    perm = np.random.default_rng(seed).permutation(len(y_train))
     parts = np.array_split(perm, teachers)
     models = []
     for i, idx in enumerate(parts):
@@ -138,20 +157,12 @@ def main():
     student_acc = (predict(student, x_eval) == y_eval).float().mean().item()
     student_seconds = time.perf_counter() - t
 
-    total = time.perf_counter() - started
-    report = {
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "teachers": teachers, "queries": int(len(picked)),
-        "load_seconds": round(load_seconds, 3), "train_teachers_seconds": round(train_seconds, 3),
-        "ensemble_seconds": round(ensemble_seconds, 3), "label_seconds": round(label_seconds, 3),
-        "student_train_seconds": round(student_seconds, 3), "total_seconds": round(total, 3),
-        "mean_teacher_accuracy": round(float(np.mean(teacher_acc)), 4), "ensemble_accuracy": round(ensemble_acc, 4),
-        "label_accuracy": round(label_acc, 4), "student_accuracy": round(student_acc, 4),
-    }
-    print(f"torch pate: {teachers} teachers {train_seconds:.1f} s, ensemble {ensemble_acc:.4f}, "
-          f"labels {label_acc:.4f} in {label_seconds:.1f} s, student {student_acc:.4f} in {student_seconds:.1f} s, "
-          f"total {total:.1f} s", file=sys.stderr)
-    print(json.dumps(report), flush=True)
-
+    print_report("torch pate", started,
+                 {"load_seconds": load_seconds, "train_teachers_seconds": train_seconds, "ensemble_seconds": ensemble_seconds,
+                  "label_seconds": label_seconds, "student_train_seconds": student_seconds},
+                 {"mean_teacher_accuracy": float(np.mean(teacher_acc)), "ensemble_accuracy": ensemble_acc,
+                  "label_accuracy": label_acc, "student_accuracy": student_acc},
+                 teachers=teachers, queries=int(len(picked)))
 
 if __name__ == "__main__":
     main()
