@@ -343,7 +343,7 @@ pub async fn run(config: Config) -> anyhow::Result<StudentReport> {
     }
     let query_start = std::time::Instant::now();
     let labelled = if config.rank_after > 0 && config.rank_after < queried.len() {
-        rank::label_ranked(&config, &queried, config.rank_after, classes, config.seed).await?
+        rank::label_ranked(&config, &queried, classes).await?
     } else {
         label_pool(&config, &queried, classes).await?
     };

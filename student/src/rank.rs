@@ -29,18 +29,6 @@ use pate_ml::train::{predict_proba, train, TrainConfig, TrainError};
 use crate::query::{label_pool, Labelled};
 use crate::Config;
 
-/// Training of the ranking model: the private lab's teacher recipe (full
-/// batch, 300 AdamW steps at 0.03) on the answers of the first phase.
-fn ranking_config(seed: u64) -> TrainConfig {
-    TrainConfig {
-        epochs: 300,
-        batch_size: 256,
-        learning_rate: 0.03,
-        seed,
-        ..TrainConfig::default()
-    }
-}
-
 /// Indices of `rest` in asking order: the classes the model trained on
 /// `answered` predicts take turns (one item of each in turn), and within
 /// a class the item it is surest of (highest top probability) comes first.
@@ -54,13 +42,9 @@ pub fn rank_by_confidence(
     classes: usize,
     seed: u64,
 ) -> Result<Vec<usize>, TrainError> {
-    let trained = train(
-        ModelKind::Scatter,
-        answered,
-        classes,
-        &ranking_config(seed),
-        &mut |_| {},
-    )?;
+    // The private lab's teacher recipe, on the answers of the first phase.
+    let cfg = TrainConfig::scatter_head(seed);
+    let trained = train(ModelKind::Scatter, answered, classes, &cfg, &mut |_| {})?;
     let probs = predict_proba(&trained.model, rest, 512, 1.0)?;
     // (top probability, predicted class) of each item.
     let top: Vec<(f32, usize)> = probs
@@ -71,9 +55,10 @@ pub fn rank_by_confidence(
                 .fold((f32::MIN, 0), |best, (c, &v)| if v > best.0 { (v, c) } else { best })
         })
         .collect();
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.max(1)];
+    // `top`'s classes index the model's `classes` outputs.
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     for (i, &(_, c)) in top.iter().enumerate() {
-        by_class[c.min(classes.saturating_sub(1))].push(i);
+        by_class[c].push(i);
     }
     for items in &mut by_class {
         items.sort_by(|&a, &b| top[b].0.total_cmp(&top[a].0));
@@ -89,19 +74,14 @@ pub fn rank_by_confidence(
     Ok(order)
 }
 
-/// Asks the first `first` of `queried` as they come, then, unless the
-/// budget already ran out, the rest ranked by [`rank_by_confidence`]. The
+/// Asks the first `config.rank_after` of `queried` as they come, then,
+/// unless the budget already ran out, the rest ranked by
+/// [`rank_by_confidence`] (its model seeded by `config.seed`). The
 /// result indexes `queried` as [`label_pool`]'s does. The second phase asks
 /// under its own request ids (`<run id>-ranked-<batch>`), so a rerun with
 /// the same run id replays both phases.
-pub async fn label_ranked(
-    config: &Config,
-    queried: &Images,
-    first: usize,
-    classes: usize,
-    seed: u64,
-) -> anyhow::Result<Labelled> {
-    let first = first.min(queried.len());
+pub async fn label_ranked(config: &Config, queried: &Images, classes: usize) -> anyhow::Result<Labelled> {
+    let (first, seed) = (config.rank_after.min(queried.len()), config.seed);
     let run_id = config.run_id.clone().unwrap_or_else(crate::query::random_run_id);
     let phase1 = Config {
         run_id: Some(run_id.clone()),

@@ -195,6 +195,8 @@ pub fn plan(args: &LabArgs, pool: usize, classes: usize) -> anyhow::Result<Plan>
     if let Some(t) = target_epsilon {
         DataDependentTarget::new(mechanism, t, args.delta, orders)?.check_reachable(teachers, classes)?;
     }
+    // The private teachers: linear heads on scattering features.
+    let head = pate_ml::train::TrainConfig::scatter_head(args.seed);
     Ok(Plan {
         preset: args.preset,
         teachers,
@@ -204,10 +206,10 @@ pub fn plan(args: &LabArgs, pool: usize, classes: usize) -> anyhow::Result<Plan>
         target_epsilon,
         semi_supervised: args.semi_supervised.unwrap_or(private),
         model,
-        teacher_epochs: args.teacher_epochs.unwrap_or(if private { 300 } else { 10 }),
+        teacher_epochs: args.teacher_epochs.unwrap_or(if private { head.epochs } else { 10 }),
         teacher_shift: args.teacher_shift.unwrap_or(0),
-        teacher_batch: args.teacher_batch.unwrap_or(if private { 256 } else { default_teacher_batch() }),
-        teacher_lr: args.teacher_lr.unwrap_or(if private { 0.03 } else { default_teacher_lr() }),
+        teacher_batch: args.teacher_batch.unwrap_or(if private { head.batch_size } else { default_teacher_batch() }),
+        teacher_lr: args.teacher_lr.unwrap_or(if private { head.learning_rate } else { default_teacher_lr() }),
         teacher_feature_l2,
         // Epochs of the semi-supervised student are passes over the pool.
         student_epochs: args.student_epochs.unwrap_or(if private { PRIVATE_STUDENT_EPOCHS } else { 40 }),

@@ -99,6 +99,16 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// How a linear head on scattering features learns from a few hundred
+    /// items (the private lab's teachers, 240 items each; the student's
+    /// ranking model): full batch (256), 300 AdamW steps at 0.03
+    /// (docs/PRIVATE_LAB.md, "How the teachers were chosen").
+    pub fn scatter_head(seed: u64) -> Self {
+        TrainConfig { epochs: 300, batch_size: 256, learning_rate: 0.03, seed, ..TrainConfig::default() }
+    }
+}
+
 /// Progress after one epoch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
