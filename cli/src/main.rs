@@ -12,6 +12,12 @@ mod progress;
 use clap::{Parser, Subcommand};
 use pate_proto::runtime::init_tracing;
 
+// Training frees and allocates megabyte buffers every step on several
+// threads; glibc's per-thread arenas return them to the kernel and fault
+// them in again; mimalloc keeps them for reuse (see pate-student's main).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// PATE: private aggregation of teacher ensembles, as real processes over gRPC.
 #[derive(Parser, Debug)]
 #[command(version, about)]

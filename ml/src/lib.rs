@@ -7,6 +7,8 @@
 //!   and where downloads go (environment, Debian's path, the cache).
 //! - [`decoded`]: an uncompressed copy of a data set, made once for the
 //!   many processes of a lab.
+//! - [`feature_cache`]: precomputed scattering features of public images,
+//!   shared by a lab's teacher processes.
 //! - [`fetch`]: downloading Fashion-MNIST into a cache with SHA-256 checks.
 //! - [`partition`]: disjoint teacher partitions from a seeded permutation.
 //! - [`split`]: one directory per data owner (teacher partition, student).
@@ -37,6 +39,7 @@ pub mod data_dir;
 pub mod decoded;
 mod dense;
 pub mod dknn;
+pub mod feature_cache;
 pub mod fetch;
 mod gemm;
 pub mod model;

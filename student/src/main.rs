@@ -3,6 +3,13 @@
 use clap::Parser;
 use pate_proto::runtime::init_tracing;
 
+// Training frees and allocates megabyte buffers every step on rayon's and
+// tokio's threads; glibc's per-thread arenas return them to the kernel and
+// fault them in again (a quarter of the lab student's epoch); mimalloc
+// keeps them for reuse.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A PATE student: queries the aggregator, trains, and evaluates itself.
 #[derive(Parser, Debug)]
 #[command(version, about)]

@@ -34,6 +34,11 @@ pub struct ServeConfig {
     /// Largest batch of samples one Vote may carry.
     #[arg(long, default_value_t = 4096, env = "PATE_MAX_BATCH")]
     pub max_batch: usize,
+    /// Precomputed scattering features of public images (written by `pate
+    /// lab`), for scatter models: an image found there is not transformed
+    /// again; any other is. Votes are the same with or without it.
+    #[arg(long, env = "PATE_FEATURE_CACHE")]
+    pub feature_cache: Option<PathBuf>,
     /// Transport security: the teacher answers only the aggregator's certificate.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -47,8 +52,19 @@ pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: impl Futu
         .await
         .context("checkpoint loader panicked")?
         .with_context(|| format!("loading checkpoint {}", config.checkpoint.display()))?;
+    let cache = match config.feature_cache.clone() {
+        Some(path) => {
+            let cache = tokio::task::spawn_blocking(move || pate_ml::feature_cache::FeatureCache::open(&path))
+                .await
+                .context("feature cache loader panicked")??;
+            cache.check_model(&model)?;
+            tracing::info!(path = %cache.path().display(), images = cache.len(), "public images' features read from a cache");
+            Some(Arc::new(cache))
+        }
+        None => None,
+    };
     let id = config.id.clone().unwrap_or_else(|| format!("teacher-{}", meta.partition_index));
-    let service = TeacherService::new(id.clone(), Arc::new(model), meta, config.max_batch);
+    let service = TeacherService::new(id.clone(), Arc::new(model), meta, config.max_batch).with_feature_cache(cache);
 
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<TeacherServer<TeacherService>>().await;

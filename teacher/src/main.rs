@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pate_proto::runtime::{init_tracing, shutdown_signal, write_addr_file};
 
+
 /// A PATE teacher: one model on one disjoint partition of sensitive data.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -39,23 +40,26 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     pate_proto::config::apply_config_file::<Cli>()?;
     let cli = Cli::parse();
     init_tracing(cli.log_json);
     match cli.command {
-        Command::Train(args) => {
-            tokio::task::spawn_blocking(move || pate_teacher::train(&args)).await??;
-            Ok(())
-        }
+        // On the main thread, with no runtime: training has nothing to
+        // await, and glibc's main arena keeps the megabyte buffers each step
+        // frees, where a worker thread's arena returned them to the kernel
+        // and faulted them in again.
+        Command::Train(args) => pate_teacher::train(&args).map(drop),
         Command::Serve { config, listen, addr_file, metrics } => {
-            metrics.install()?;
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-            if let Some(path) = addr_file {
-                write_addr_file(&path, listener.local_addr()?).with_context(|| format!("writing {}", path.display()))?;
-            }
-            pate_teacher::run(config, listener, shutdown_signal()).await
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+            runtime.block_on(async {
+                metrics.install()?;
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+                if let Some(path) = addr_file {
+                    write_addr_file(&path, listener.local_addr()?).with_context(|| format!("writing {}", path.display()))?;
+                }
+                pate_teacher::run(config, listener, shutdown_signal()).await
+            })
         }
     }
 }

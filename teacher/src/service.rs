@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use pate_ml::checkpoint::ModelMeta;
 use pate_ml::data::Images;
+use pate_ml::feature_cache::FeatureCache;
 use pate_ml::model::Classifier;
 use pate_ml::train::predict;
 use pate_proto::v1::{self, teacher_server::Teacher};
@@ -26,6 +27,9 @@ pub enum VoteError {
     /// The model failed on valid input.
     #[error("model failed: {0}")]
     Model(#[from] pate_ml::train::TrainError),
+    /// The feature cache could not be read.
+    #[error("feature cache: {0}")]
+    FeatureCache(#[from] pate_ml::feature_cache::FeatureCacheError),
     /// The worker thread died.
     #[error("vote worker failed: {0}")]
     Worker(#[from] tokio::task::JoinError),
@@ -47,12 +51,19 @@ pub struct TeacherService {
     model: Arc<Classifier>,
     meta: ModelMeta,
     max_batch: usize,
+    cache: Option<Arc<FeatureCache>>,
 }
 
 impl TeacherService {
     /// Wraps a loaded model and its metadata.
     pub fn new(id: String, model: Arc<Classifier>, meta: ModelMeta, max_batch: usize) -> Self {
-        TeacherService { id, model, meta, max_batch }
+        TeacherService { id, model, meta, max_batch, cache: None }
+    }
+
+    /// Reads the features of public images from `cache` (scatter models).
+    pub fn with_feature_cache(mut self, cache: Option<Arc<FeatureCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 
     async fn vote(&self, req: v1::VoteRequest) -> Result<v1::VoteResponse, VoteError> {
@@ -62,9 +73,20 @@ impl TeacherService {
         let samples = Samples::from_request(req.samples)?;
         samples.check(self.meta.rows, self.meta.cols, self.max_batch)?;
         let images = Images { data: samples.pixels, rows: samples.rows, cols: samples.cols };
-        let model = Arc::clone(&self.model);
+        let (model, cache) = (Arc::clone(&self.model), self.cache.clone());
         // A forward pass is CPU work: keep it off the async runtime.
-        tokio::task::spawn_blocking(move || Ok(v1::VoteResponse { labels: predict(&model, &images, FORWARD_BATCH)? })).await?
+        tokio::task::spawn_blocking(move || {
+            let labels = match cache {
+                Some(cache) => {
+                    let (labels, hits) = cache.predict(&model, &images, FORWARD_BATCH)?;
+                    metrics::counter!("pate_teacher_feature_cache_hits_total").increment(hits as u64);
+                    labels
+                }
+                None => predict(&model, &images, FORWARD_BATCH)?,
+            };
+            Ok(v1::VoteResponse { labels })
+        })
+        .await?
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use pate_proto::auth::Role;
 use pate_proto::v1::{LabelRequest, VoteRequest};
 use pate_proto::{Dtype, Tensor};
 use tonic::Code;
@@ -31,6 +32,35 @@ fn bad_batches() -> Vec<(Option<Tensor>, &'static str)> {
         (tensor(&[1, 28, 28], Dtype::Unspecified, vec![0; 784]), "unsupported dtype"),
         (None, "no samples"),
     ]
+}
+
+/// A feature cache the model cannot read (an MLP checkpoint) or a damaged
+/// one stops the teacher at start-up, before it serves a vote.
+#[tokio::test]
+async fn teacher_refuses_a_feature_cache_it_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("features.bin");
+    let images = pate_ml::data::Images { data: (0..3 * 784).map(|i| (i % 251) as u8).collect(), rows: 28, cols: 28 };
+    pate_ml::feature_cache::FeatureCache::build(&path, &images).expect("build");
+    let serve = |cache: &std::path::Path| {
+        let config = pate_teacher::ServeConfig {
+            checkpoint: teacher_checkpoint(0),
+            id: None,
+            max_batch: 64,
+            feature_cache: Some(cache.to_path_buf()),
+            tls: tls(Role::Teacher(0)),
+        };
+        async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            pate_teacher::run(config, l, std::future::pending()).await
+        }
+    };
+    let err = serve(&path).await.expect_err("an MLP cannot read scattering features");
+    assert!(format!("{err:#}").contains("scattering features"), "{err:#}");
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
+    let err = serve(&path).await.expect_err("a truncated cache is refused");
+    assert!(format!("{err:#}").contains("not a scattering feature cache"), "{err:#}");
 }
 
 #[tokio::test]

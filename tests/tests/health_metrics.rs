@@ -109,7 +109,7 @@ async fn health_follows_the_quorum_and_metrics_move() {
     // The teacher comes back on the same address: SERVING again, and answering.
     let l = tokio::net::TcpListener::bind(t1_addr).await.expect("rebind the teacher's address");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let config = pate_teacher::ServeConfig { checkpoint: c1, id: None, max_batch: 64, tls: tls(Role::Teacher(1)) };
+    let config = pate_teacher::ServeConfig { checkpoint: c1, id: None, max_batch: 64, feature_cache: None, tls: tls(Role::Teacher(1)) };
     let back = tokio::spawn(pate_teacher::run(config, l, async { let _ = rx.await; }));
     wait_for(agg.addr, ServingStatus::Serving).await;
     client.label(LabelRequest { request_id: "up".into(), samples: Some(eval_samples(4).to_tensor()) }).await.expect("label after recovery");

@@ -96,6 +96,13 @@ fn private_lab_reports_three_epsilons() {
     // Chance is 0.1; a few dozen noisy labels and the unlabelled pool.
     assert!(f("queries_answered") > 0.0 && f("student_accuracy") > 0.15, "{r}");
     assert!(r["release"]["noise_std"].as_f64().is_some(), "{r}");
+    // The scatter teachers read the public images' features from the one
+    // cache the lab wrote (their votes are tested equal either way in
+    // pate-ml's feature_cache tests).
+    let caches = std::fs::read_dir(out.join("data")).expect("data dir").filter_map(Result::ok);
+    assert!(caches.into_iter().any(|e| e.file_name().to_string_lossy().starts_with("scatter-")), "no feature cache written");
+    let log = std::fs::read_to_string(out.join("logs").join("teacher-0-serve.log")).expect("teacher log");
+    assert!(log.contains("features read from a cache"), "{log}");
     // The answers the student trained on are kept: one released label per
     // answered query, each for a distinct pool item.
     let a: serde_json::Value = serde_json::from_slice(

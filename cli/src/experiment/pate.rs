@@ -110,7 +110,7 @@ async fn run_inner(args: &BackdoorArgs, children: &mut Children) -> anyhow::Resu
     let named: Vec<_> = served.iter().enumerate().map(|(k, t)| (format!("teacher-{k}"), t.dir(&cache))).collect();
     let tls = PartyTls::provision(&args.out, named.len(), 1, false)?;
     let operator = tls.operator()?;
-    let addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls).await?;
+    let addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls, None).await?;
     say!("  {} teachers serving", addrs.len());
 
     // The operator's noise-free votes.

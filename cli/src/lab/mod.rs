@@ -288,7 +288,20 @@ async fn run_inner(args: &LabArgs, children: &mut Children) -> anyhow::Result<La
     // 2. Serve the teachers, then the aggregator.
     let t = Instant::now();
     let named: Vec<(String, PathBuf)> = (0..plan.teachers).map(|i| (format!("teacher-{i}"), out.join(format!("teachers/{i}")))).collect();
-    let teacher_addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls).await?;
+    // Scatter teachers: the public images' features computed once here, not
+    // once per teacher process (they are a fixed function of public pixels).
+    let cache = if plan.model == ModelKind::Scatter {
+        let (root, public) = (out.join("data"), data.test.images.clone());
+        let (cache, built) =
+            tokio::task::spawn_blocking(move || pate_ml::feature_cache::FeatureCache::shared(&root, &public)).await??;
+        if built {
+            println!("  scattering features of {} public images computed once for all teachers", cache.len());
+        }
+        Some(cache.path().to_path_buf())
+    } else {
+        None
+    };
+    let teacher_addrs = parties::serve_teachers(children, &bins.teacher, &named, &dirs, &tls, cache.as_deref()).await?;
     println!("  {} teachers serving", teacher_addrs.len());
     let settings = AggregatorSettings {
         mechanism: plan.mechanism,

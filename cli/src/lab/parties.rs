@@ -106,12 +106,15 @@ impl PartyTls {
 /// presents the certificate of `pate://teacher/<k>`. Every teacher computes
 /// at the same moments (each vote goes to all), so they share the cores:
 /// one compute thread each once there are as many teachers as cores.
+/// Scatter teachers read the public images' features from `feature_cache`
+/// when given.
 pub async fn serve_teachers(
     children: &mut Children,
     bin: &Path,
     teachers: &[(String, PathBuf)],
     dirs: &RunDirs,
     tls: &PartyTls,
+    feature_cache: Option<&Path>,
 ) -> anyhow::Result<Vec<SocketAddr>> {
     let env = Concurrency::serving(teachers.len()).env();
     // All started first, then waited for: they load their checkpoints side
@@ -123,6 +126,9 @@ pub async fn serve_teachers(
         let log = dirs.logs.join(format!("{name}-serve.log"));
         let mut a = argv!["serve", "--checkpoint", path_arg(checkpoint), "--listen", "127.0.0.1:0", "--addr-file", path_arg(&addr_file)];
         a.extend(tls.args(Role::Teacher(u32::try_from(k)?)).to_args());
+        if let Some(cache) = feature_cache {
+            a.extend(argv!["--feature-cache", path_arg(cache)]);
+        }
         children.push(name.replace('-', " "), spawn_logged_env(bin, &a, &log, &env)?, log);
         files.push(addr_file);
     }

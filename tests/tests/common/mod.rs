@@ -124,7 +124,7 @@ pub async fn start_teacher_with(checkpoint: &Path, tls: TlsArgs) -> Server {
     let l = listener().await;
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel();
-    let config = pate_teacher::ServeConfig { checkpoint: checkpoint.to_path_buf(), id: None, max_batch: 64, tls };
+    let config = pate_teacher::ServeConfig { checkpoint: checkpoint.to_path_buf(), id: None, max_batch: 64, feature_cache: None, tls };
     let task = tokio::spawn(pate_teacher::run(config, l, async { let _ = rx.await; }));
     Server { addr, stop: Some(tx), task }
 }
