@@ -64,7 +64,10 @@ pub enum FeatureCacheError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FeatureCacheError + '_ {
-    move |source| FeatureCacheError::Io { path: path.to_path_buf(), source }
+    move |source| FeatureCacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The key of one image: its shape and bytes.
@@ -102,8 +105,12 @@ impl FeatureCache {
     /// Writes the features of every image of `images` (duplicates once) to
     /// `path`, through a temporary file renamed into place, and opens it.
     pub fn build(path: &Path, images: &Images) -> Result<FeatureCache, FeatureCacheError> {
-        let scattering = Scattering::new(images.rows, images.cols)
-            .ok_or_else(|| FeatureCacheError::Shape(format!("no scattering transform for {}x{} images", images.rows, images.cols)))?;
+        let scattering = Scattering::new(images.rows, images.cols).ok_or_else(|| {
+            FeatureCacheError::Shape(format!(
+                "no scattering transform for {}x{} images",
+                images.rows, images.cols
+            ))
+        })?;
         let mut seen = HashMap::new();
         let mut unique = Vec::new();
         for i in 0..images.len() {
@@ -116,7 +123,11 @@ impl FeatureCache {
         let f = scattering.features();
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = dir.join(format!(".features-partial-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+        let tmp = dir.join(format!(
+            ".features-partial-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let written = (|| {
             let file = File::create(&tmp)?;
             let mut w = BufWriter::new(file);
@@ -164,20 +175,27 @@ impl FeatureCache {
     /// Opens a cache written by [`FeatureCache::build`], checking its
     /// version and that its size matches its header.
     pub fn open(path: &Path) -> Result<FeatureCache, FeatureCacheError> {
-        let format = |why: String| FeatureCacheError::Format { path: path.to_path_buf(), why };
+        let format = |why: String| FeatureCacheError::Format {
+            path: path.to_path_buf(),
+            why,
+        };
         let mut file = File::open(path).map_err(io(path))?;
         let mut header = [0u8; HEADER as usize];
-        file.read_exact(&mut header).map_err(|_| format("shorter than its header".into()))?;
+        file.read_exact(&mut header)
+            .map_err(|_| format("shorter than its header".into()))?;
         if &header[..8] != MAGIC {
             return Err(format("wrong magic".into()));
         }
         let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes")) as usize;
         let (rows, cols, features) = (word(8), word(12), word(16));
         let count = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
-        let scattering =
-            Scattering::new(rows, cols).ok_or_else(|| format(format!("no scattering transform for {rows}x{cols} images")))?;
+        let scattering = Scattering::new(rows, cols)
+            .ok_or_else(|| format(format!("no scattering transform for {rows}x{cols} images")))?;
         if scattering.features() != features {
-            return Err(format(format!("{features} features per image, the transform gives {}", scattering.features())));
+            return Err(format(format!(
+                "{features} features per image, the transform gives {}",
+                scattering.features()
+            )));
         }
         let data_start = count
             .checked_mul(KEY as u64)
@@ -198,7 +216,16 @@ impl FeatureCache {
             .enumerate()
             .map(|(row, k)| (k.try_into().expect("32 bytes"), row as u64))
             .collect();
-        Ok(FeatureCache { path: path.to_path_buf(), file, rows, cols, features, index, data_start, scattering })
+        Ok(FeatureCache {
+            path: path.to_path_buf(),
+            file,
+            rows,
+            cols,
+            features,
+            index,
+            data_start,
+            scattering,
+        })
     }
 
     /// Images held.
@@ -269,7 +296,12 @@ impl FeatureCache {
 
     /// The labels a scatter `model` predicts for `images`, `batch` at a time,
     /// and how many images the cache held.
-    pub fn predict(&self, model: &Classifier, images: &Images, batch: usize) -> Result<(Vec<u8>, usize), FeatureCacheError> {
+    pub fn predict(
+        &self,
+        model: &Classifier,
+        images: &Images,
+        batch: usize,
+    ) -> Result<(Vec<u8>, usize), FeatureCacheError> {
         self.check_model(model)?;
         let (mut labels, mut hits) = (Vec::with_capacity(images.len()), 0);
         for start in (0..images.len()).step_by(batch.max(1)) {
@@ -288,7 +320,9 @@ mod tests {
 
     fn images(n: usize, seed: u8) -> Images {
         // Distinct items: the value mixes the pixel, the item and the seed.
-        let data = (0..n * 64).map(|i| ((i % 64) * 37 + (i / 64) * 101 + usize::from(seed) * 59) as u8).collect();
+        let data = (0..n * 64)
+            .map(|i| ((i % 64) * 37 + (i / 64) * 101 + usize::from(seed) * 59) as u8)
+            .collect();
         Images { data, rows: 8, cols: 8 }
     }
 
@@ -329,7 +363,10 @@ mod tests {
         assert_eq!(hits, 20);
         assert_eq!(labels, crate::train::predict(&model, &asked, 64)?);
         let (mlp, _vars) = Classifier::new_seeded(ModelKind::Mlp, 8, 8, 4, 7, &Device::Cpu)?;
-        assert!(matches!(cache.predict(&mlp, &asked, 7), Err(FeatureCacheError::Shape(_))));
+        assert!(matches!(
+            cache.predict(&mlp, &asked, 7),
+            Err(FeatureCacheError::Shape(_))
+        ));
         Ok(())
     }
 
@@ -355,14 +392,24 @@ mod tests {
         FeatureCache::build(&path, &images(3, 0))?;
         let good = std::fs::read(&path).expect("read");
         std::fs::write(&path, &good[..good.len() - 4]).expect("write");
-        assert!(matches!(FeatureCache::open(&path), Err(FeatureCacheError::Format { .. })));
+        assert!(matches!(
+            FeatureCache::open(&path),
+            Err(FeatureCacheError::Format { .. })
+        ));
         let mut foreign = good.clone();
         foreign[7] = b'0';
         std::fs::write(&path, &foreign).expect("write");
-        assert!(matches!(FeatureCache::open(&path), Err(FeatureCacheError::Format { .. })));
+        assert!(matches!(
+            FeatureCache::open(&path),
+            Err(FeatureCacheError::Format { .. })
+        ));
         std::fs::write(&path, &good).expect("write");
         let cache = FeatureCache::open(&path)?;
-        let wrong = Images { data: vec![0; 100], rows: 10, cols: 10 };
+        let wrong = Images {
+            data: vec![0; 100],
+            rows: 10,
+            cols: 10,
+        };
         assert!(matches!(cache.features_of(&wrong), Err(FeatureCacheError::Shape(_))));
         Ok(())
     }

@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pate_proto::runtime::{init_tracing, shutdown_signal, write_addr_file};
 
-
 /// A PATE teacher: one model on one disjoint partition of sensitive data.
 #[derive(Parser, Debug)]
 #[command(version, about)]
