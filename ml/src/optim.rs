@@ -21,6 +21,18 @@ struct State {
     avg: Vec<f32>,
 }
 
+
+/// Gradients and moments below these are flushed to zero. They change no
+/// update (`eps` = 1e-8 dominates the denominator: a moment under 1e-30
+/// moves a weight by under 1e-21 of the learning rate), but once they
+/// decay into f32's subnormal range every operation on them takes a
+/// microcode assist: the moments of weights whose inputs are nearly always
+/// zero (Fashion-MNIST's border pixels, for the MLP's first layer) get
+/// there after several hundred steps. `TINY_GRAD` keeps
+/// `(1 - beta2) * g * g` normal.
+const TINY_GRAD: f32 = 1e-17;
+const TINY_MOMENT: f32 = 1e-30;
+
 /// AdamW over `f32` variables, updated in place with plain loops.
 pub struct FusedAdamW {
     states: Vec<State>,
@@ -103,13 +115,8 @@ impl FusedAdamW {
             if g.len() != s.theta.len() {
                 candle_core::bail!("gradient has {} elements for a variable of {}", g.len(), s.theta.len());
             }
-            for (((w, m), v), &g) in s.theta.iter_mut().zip(&mut s.m).zip(&mut s.v).zip(&g) {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                let m_hat = *m * c1;
-                let v_hat = *v * c2;
-                *w = *w * decay - lr * m_hat / (v_hat.sqrt() + eps);
-            }
+            let k = Coeffs { lr, b1, b2, eps, decay, c1, c2 };
+            update(&mut s.theta, &mut s.m, &mut s.v, &g, &k);
             if !s.avg.is_empty() {
                 let d = self.avg_decay;
                 s.avg
@@ -130,11 +137,98 @@ impl FusedAdamW {
     }
 }
 
+/// One step's constants.
+#[derive(Clone, Copy)]
+struct Coeffs {
+    lr: f32,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    decay: f32,
+    c1: f32,
+    c2: f32,
+}
+
+/// Weights per block of [`update`].
+const LANES: usize = 16;
+
+/// The update of one block of weights, on arrays of a fixed length.
+#[inline(always)]
+fn block<const N: usize>(w: &mut [f32; N], m: &mut [f32; N], v: &mut [f32; N], g: &[f32; N], k: Coeffs) {
+    for i in 0..N {
+        let g = if g[i].abs() < TINY_GRAD { 0.0 } else { g[i] };
+        let (m1, v1) = (k.b1 * m[i] + (1.0 - k.b1) * g, k.b2 * v[i] + (1.0 - k.b2) * g * g);
+        m[i] = if m1.abs() < TINY_MOMENT { 0.0 } else { m1 };
+        v[i] = if v1 < TINY_MOMENT { 0.0 } else { v1 };
+    }
+    let mut d = [0f32; N];
+    for i in 0..N {
+        d[i] = (v[i] * k.c2).sqrt() + k.eps;
+    }
+    for i in 0..N {
+        w[i] = w[i] * k.decay - k.lr * (m[i] * k.c1) / d[i];
+    }
+}
+
+/// The update of every weight, [`LANES`] at a time through fixed-length
+/// arrays the compiler turns into vector instructions, where the plain
+/// zipped loop stayed scalar (a square root and a division per weight,
+/// waited on one by one: 31-41 % of MLP training), then the remainder.
+fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &Coeffs) {
+    let n = g.len().min(w.len()).min(m.len()).min(v.len());
+    let body = n - n % LANES;
+    for i in (0..body).step_by(LANES) {
+        let r = i..i + LANES;
+        let (Ok(w), Ok(m), Ok(v), Ok(g)) = (
+            <&mut [f32; LANES]>::try_from(&mut w[r.clone()]),
+            <&mut [f32; LANES]>::try_from(&mut m[r.clone()]),
+            <&mut [f32; LANES]>::try_from(&mut v[r.clone()]),
+            <&[f32; LANES]>::try_from(&g[r]),
+        ) else {
+            unreachable!("blocks of LANES")
+        };
+        block(w, m, v, g, *k);
+    }
+    for i in body..n {
+        let (mut wi, mut mi, mut vi) = ([w[i]], [m[i]], [v[i]]);
+        block(&mut wi, &mut mi, &mut vi, &[g[i]], *k);
+        (w[i], m[i], v[i]) = (wi[0], mi[0], vi[0]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
     use candle_nn::{AdamW, Optimizer};
+
+    /// A weight whose gradient stops (an input that is always zero from
+    /// then on) has its moments decay to zero without passing through
+    /// subnormal values, and a tiny gradient is taken as zero; the block
+    /// path and the remainder path alike (17 weights: one block of 16, one
+    /// left over).
+    #[test]
+    fn moments_never_go_subnormal() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::new(&[0.5f32; 17], &dev)?;
+        let mut opt = FusedAdamW::new(vec![w.clone()], ParamsAdamW::default())?;
+        for step in 0..1200 {
+            let mut x = [0f32; 17];
+            if step == 0 {
+                x = [1e-3; 17];
+                x[1] = 1e-20;
+            }
+            let loss = w.as_tensor().mul(&Tensor::new(&x, &dev)?)?.sum_all()?;
+            opt.backward_step(&loss)?;
+            let s = &opt.states[0];
+            for v in s.m.iter().chain(&s.v) {
+                assert!(*v == 0.0 || v.is_normal(), "step {step}: moment {v:e} is subnormal");
+            }
+            assert_eq!(s.m[1], 0.0, "a gradient of 1e-20 is taken as zero");
+        }
+        assert!(opt.states[0].m.iter().all(|&m| m == 0.0), "the first moments have decayed to zero");
+        Ok(())
+    }
 
     /// Same trajectory as candle-nn's AdamW on a small quadratic.
     #[test]
