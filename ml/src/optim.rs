@@ -21,7 +21,6 @@ struct State {
     avg: Vec<f32>,
 }
 
-
 /// Gradients and moments below these are flushed to zero. They change no
 /// update (`eps` = 1e-8 dominates the denominator: a moment under 1e-30
 /// moves a weight by under 1e-21 of the learning rate), but once they
@@ -116,7 +115,7 @@ impl FusedAdamW {
                 candle_core::bail!("gradient has {} elements for a variable of {}", g.len(), s.theta.len());
             }
             let k = Coeffs { lr, b1, b2, eps, decay, c1, c2 };
-            update(&mut s.theta, &mut s.m, &mut s.v, &g, &k);
+            update(&mut s.theta, &mut s.m, &mut s.v, &g, k);
             if !s.avg.is_empty() {
                 let d = self.avg_decay;
                 s.avg
@@ -174,7 +173,7 @@ fn block<const N: usize>(w: &mut [f32; N], m: &mut [f32; N], v: &mut [f32; N], g
 /// arrays the compiler turns into vector instructions, where the plain
 /// zipped loop stayed scalar (a square root and a division per weight,
 /// waited on one by one: 31-41 % of MLP training), then the remainder.
-fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &Coeffs) {
+fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Coeffs) {
     let n = g.len().min(w.len()).min(m.len()).min(v.len());
     let body = n - n % LANES;
     for i in (0..body).step_by(LANES) {
@@ -187,11 +186,11 @@ fn update(w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: &Coeffs) {
         ) else {
             unreachable!("blocks of LANES")
         };
-        block(w, m, v, g, *k);
+        block(w, m, v, g, k);
     }
     for i in body..n {
         let (mut wi, mut mi, mut vi) = ([w[i]], [m[i]], [v[i]]);
-        block(&mut wi, &mut mi, &mut vi, &[g[i]], *k);
+        block(&mut wi, &mut mi, &mut vi, &[g[i]], k);
         (w[i], m[i], v[i]) = (wi[0], mi[0], vi[0]);
     }
 }
