@@ -52,6 +52,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before any child starts: the teachers and the student inherit it.
+    pate_ml::init_cpu_threads();
     let cli = Cli::parse();
     init_tracing(false);
     match cli.command {

@@ -27,6 +27,7 @@ use pate_ml::data_dir::resolve_data_dir;
 use pate_ml::train::predict;
 
 fn main() -> anyhow::Result<()> {
+    pate_ml::init_cpu_threads();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let dir =
         PathBuf::from(env("PATE_BENCH_TEACHERS").context("set PATE_BENCH_TEACHERS to a lab's teachers/ directory")?);

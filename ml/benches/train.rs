@@ -46,6 +46,7 @@ const CASES: [Case; 4] = [
 ];
 
 fn main() -> anyhow::Result<()> {
+    pate_ml::init_cpu_threads();
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let dir = resolve_data_dir(None)?;
     let data = load_idx_dir(&dir)?;

@@ -14,6 +14,7 @@ use pate_ml::partition::partition_part;
 use pate_ml::train::{accuracy, predict, train, TrainConfig};
 
 fn main() -> anyhow::Result<()> {
+    pate_ml::init_cpu_threads();
     let a: Vec<String> = std::env::args().skip(1).collect();
     anyhow::ensure!(a.len() >= 7, "usage: teacher_probe DATA_DIR N K MODEL EPOCHS SHIFT BATCH [LR [WEIGHT_DECAY [FEATURE_L2]]]");
     let data = load_idx_dir(std::path::Path::new(&a[0]))?;

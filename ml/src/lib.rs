@@ -54,5 +54,23 @@ pub mod train;
 pub mod trigger;
 
 pub use data::{Dataset, IdxData, Images, StudentSplit};
+
+/// The variable that sizes candle's own CPU thread pool.
+pub const CANDLE_THREADS_ENV: &str = "CANDLE_NUM_THREADS";
+
+/// Keeps candle's own thread pool (its elementwise ops over large tensors)
+/// to the calling thread, by setting `CANDLE_NUM_THREADS=1` unless the
+/// environment already sets it. pate-ml does its parallel work on rayon's
+/// threads (the layers' kernels, a batch's parts); candle's pool lets one
+/// caller in at a time and spins after every op, so with it beside rayon's
+/// two threads the MLP trained at under half the speed (46-50k against
+/// 108k samples/s, docs/BENCHMARKS.md). Call it first thing in `main`,
+/// before any thread starts (it sets an environment variable, which child
+/// processes inherit).
+pub fn init_cpu_threads() {
+    if std::env::var_os(CANDLE_THREADS_ENV).is_none() {
+        std::env::set_var(CANDLE_THREADS_ENV, "1");
+    }
+}
 pub use model::{Classifier, ModelKind};
 pub use train::{EpochReport, TrainConfig, Trained};

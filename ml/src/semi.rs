@@ -19,15 +19,17 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::data::{Dataset, Images};
 use crate::model::ModelKind;
 use crate::train::{
-    augmented_batch_tensor, finish_epoch, fresh, step, Augment, EpochReport, TrainConfig, TrainError, Trained,
+    apply_parts, augmented_batch_tensor, finish_epoch, fresh, split_batch, Augment, EpochReport, Part, TrainConfig,
+    TrainError, Trained,
 };
 
 /// The consistency part of [`train_semi`].
@@ -151,7 +153,7 @@ pub fn train_semi(
     let steps = if use_unlabelled { labelled_steps.max(unlabelled.len().div_ceil(u_batch)) } else { labelled_steps };
     let mut l_pos = usize::MAX;
     if semi.average > 0.0 {
-        opt.track_average(semi.average);
+        opt.track_average(semi.average)?;
     }
     let total_steps = (cfg.epochs * steps) as f64;
     for epoch in 1..=cfg.epochs {
@@ -171,10 +173,10 @@ pub fn train_semi(
             seen += idx.len();
             let x = augmented_batch_tensor(images, idx, weak, &mut rng, &device)?;
             let y: Vec<u32> = idx.iter().map(|&i| u32::from(labelled.labels[i])).collect();
-            let logits = model.forward(&x)?;
-            let mut loss = crate::train::smoothed_cross_entropy(&logits, &y, semi.label_smoothing)?;
-            let y = Tensor::from_vec(y, idx.len(), &device)?;
-            if use_unlabelled {
+            // The unlabelled batch and its two views, drawn in the same
+            // order as always (the stream of `rng` does not depend on how
+            // the step is split).
+            let views = if use_unlabelled {
                 let mut u_idx = Vec::with_capacity(u_batch);
                 while u_idx.len() < u_batch.min(unlabelled.len()) {
                     if u_pos >= u_order.len() {
@@ -184,17 +186,39 @@ pub fn train_semi(
                     u_idx.push(u_order[u_pos]);
                     u_pos += 1;
                 }
-                let weak = augmented_batch_tensor(unlabelled, &u_idx, weak, &mut rng, &device)?;
-                let probs = candle_nn::ops::softmax(&model.forward(&weak)?.detach(), D::Minus1)?;
-                let pseudo = probs.argmax(D::Minus1)?;
-                let mask = probs.max(D::Minus1)?.ge(semi.confidence as f32)?.to_dtype(DType::F32)?;
-                let strong = augmented_batch_tensor(unlabelled, &u_idx, strong, &mut rng, &device)?;
-                let logp = candle_nn::ops::log_softmax(&model.forward(&strong)?, D::Minus1)?;
-                let picked = logp.gather(&pseudo.unsqueeze(1)?, 1)?.squeeze(1)?;
-                let loss_u = (picked.mul(&mask)?.sum_all()? * (-1.0 / u_idx.len() as f64))?;
-                loss = (loss + (loss_u * semi.unlabelled_weight)?)?;
-            }
-            let (l, c) = step(&mut opt, &loss, &logits, &y, idx.len())?;
+                let w = augmented_batch_tensor(unlabelled, &u_idx, weak, &mut rng, &device)?;
+                let s = augmented_batch_tensor(unlabelled, &u_idx, strong, &mut rng, &device)?;
+                Some((w, s, u_idx.len()))
+            } else {
+                None
+            };
+            // Each thread takes a share of both batches; its loss is its
+            // share of the batch's (the labelled mean and the unlabelled sum
+            // are divided by the whole batches' sizes), so the parts'
+            // gradients add up to the whole step's.
+            let (nl, shares) = (idx.len(), split_batch(idx.len()));
+            let k = shares.len();
+            let part = |j: usize| -> Result<Part, TrainError> {
+                let (a, len) = shares[j];
+                let logits = model.forward(&x.narrow(0, a, len)?)?;
+                let ce = crate::train::smoothed_cross_entropy(&logits, &y[a..a + len], semi.label_smoothing)?;
+                let mut loss = (ce * (len as f64 / nl as f64))?;
+                if let Some((w, s, nu)) = &views {
+                    let (ua, ulen) = (j * nu / k, (j + 1) * nu / k - j * nu / k);
+                    if ulen > 0 {
+                        let probs = candle_nn::ops::softmax(&model.forward(&w.narrow(0, ua, ulen)?)?.detach(), D::Minus1)?;
+                        let pseudo = probs.argmax(D::Minus1)?;
+                        let mask = probs.max(D::Minus1)?.ge(semi.confidence as f32)?.to_dtype(DType::F32)?;
+                        let logp = candle_nn::ops::log_softmax(&model.forward(&s.narrow(0, ua, ulen)?)?, D::Minus1)?;
+                        let picked = logp.gather(&pseudo.unsqueeze(1)?, 1)?.squeeze(1)?;
+                        let loss_u = (picked.mul(&mask)?.sum_all()? * (-1.0 / *nu as f64))?;
+                        loss = (loss + (loss_u * semi.unlabelled_weight)?)?;
+                    }
+                }
+                crate::train::part_step(&loss, &logits, &y[a..a + len], nl as f64, 1.0)
+            };
+            let parts: Vec<Part> = (0..k).into_par_iter().map(part).collect::<Result<_, _>>()?;
+            let (l, c) = apply_parts(&mut opt, &parts)?;
             loss_sum += l;
             correct += c;
         }

@@ -28,6 +28,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    pate_ml::init_cpu_threads();
     let args = Args::parse();
     let config = args.student;
     let data = load_idx_dir(&resolve_data_dir(config.data.as_deref())?)?;

@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Module, Tensor, D};
 use candle_nn::{ParamsAdamW, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::batch::{batch_tensor, shifted_batch_tensor};
 use super::distil::{self, Distillation};
@@ -113,31 +115,42 @@ pub(super) fn train_impl(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct) = (0f64, 0usize);
         for idx in order.chunks(cfg.batch_size) {
-            let logits = if let Some(f) = &fixed {
+            let n = idx.len();
+            let x = if let Some(f) = &fixed {
                 let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-                model.forward_features(&f.index_select(&Tensor::from_vec(rows, idx.len(), &device)?, 0)?)?
+                f.index_select(&Tensor::from_vec(rows, n, &device)?, 0)?
             } else if max_shift == 0 {
-                model.forward(&batch_tensor(images, idx, &device)?)?
+                batch_tensor(images, idx, &device)?
             } else {
-                model.forward(&shifted_batch_tensor(images, idx, max_shift, &mut shift_rng, &device)?)?
+                shifted_batch_tensor(images, idx, max_shift, &mut shift_rng, &device)?
             };
-            let (loss, want) = match &targets {
-                Targets::Hard(labels) => {
-                    let y: Vec<u32> = idx.iter().map(|&i| u32::from(labels[i])).collect();
-                    let loss = super::cross_entropy(&logits, &y)?;
-                    (loss, Tensor::from_vec(y, idx.len(), &device)?)
-                }
+            let want = match &targets {
+                Targets::Hard(labels) => Want::Hard(idx.iter().map(|&i| u32::from(labels[i])).collect()),
                 Targets::Soft(probs, loss) => {
                     let flat: Vec<f32> = idx.iter().flat_map(|&i| probs[i].iter().copied()).collect();
-                    let p = Tensor::from_vec(flat, (idx.len(), classes), &device)?;
-                    distil::loss(&logits, &p, loss)?
+                    Want::Soft(Tensor::from_vec(flat, (n, classes), &device)?, loss)
                 }
             };
-            let loss = match head {
-                Some(w) => (loss + (w.sqr()?.sum_all()? * cfg.feature_l2)?)?,
-                None => loss,
+            // The batch's parts go through forward and backward on their own
+            // threads; the optimiser sums their gradients, weighted by size.
+            let part = |(a, len): (usize, usize)| -> Result<Part, TrainError> {
+                let xs = x.narrow(0, a, len)?;
+                let logits = if fixed.is_some() { model.forward_features(&xs)? } else { model.forward(&xs)? };
+                let (loss, hard) = match &want {
+                    Want::Hard(y) => (super::cross_entropy(&logits, &y[a..a + len])?, y[a..a + len].to_vec()),
+                    Want::Soft(p, loss) => {
+                        let (l, hard) = distil::loss(&logits, &p.narrow(0, a, len)?, loss)?;
+                        (l, hard.to_vec1::<u32>()?)
+                    }
+                };
+                let loss = match head {
+                    Some(w) => (loss + (w.sqr()?.sum_all()? * cfg.feature_l2)?)?,
+                    None => loss,
+                };
+                part_step(&loss, &logits, &hard, len as f64, len as f32 / n as f32)
             };
-            let (l, c) = step(&mut opt, &loss, &logits, &want, idx.len())?;
+            let parts: Vec<Part> = split_batch(n).into_par_iter().map(part).collect::<Result<_, _>>()?;
+            let (l, c) = apply_parts(&mut opt, &parts)?;
             loss_sum += l;
             correct += c;
         }
@@ -208,9 +221,76 @@ impl Standardise {
     }
 }
 
-/// One AdamW step on a minibatch's `loss`, for every training loop here:
-/// the loss summed over the batch's `n` items, and how many of `logits`'
-/// argmaxes hit `want`.
+/// The targets of one batch, as its parts read them.
+enum Want<'a> {
+    Hard(Vec<u32>),
+    Soft(Tensor, &'a Distillation),
+}
+
+/// What one part of a batch brings to the step: its gradients and their
+/// weight in the batch's, its share of the batch's loss sum, and how many
+/// items its logits got right.
+pub(crate) struct Part {
+    grads: GradStore,
+    weight: f32,
+    loss_sum: f64,
+    hits: usize,
+}
+
+/// Items per part below which a batch is not split.
+const MIN_PART: usize = 16;
+
+/// The parts `(start, len)` a batch of `n` items is split into for one
+/// step: one per rayon thread (each at least [`MIN_PART`] items), or the
+/// whole batch. Each part's forward and backward pass runs on its own
+/// thread, so the per-op work between the layers' kernels (candle's
+/// elementwise ops and gradient sums) runs in parallel too, where
+/// splitting each kernel left it serial and forked and joined twice per
+/// layer (two threads trained the MLP slower than one).
+pub(crate) fn split_batch(n: usize) -> Vec<(usize, usize)> {
+    let k = rayon::current_num_threads().min(n / MIN_PART).max(1);
+    (0..k).map(|i| (i * n / k, (i + 1) * n / k - i * n / k)).collect()
+}
+
+/// Back-propagates one part's `loss`, whose gradients enter the step with
+/// `weight` and whose value times `loss_scale` is its share of the batch's
+/// loss sum, and counts how many of `logits`' argmaxes hit `want`.
+pub(crate) fn part_step(
+    loss: &Tensor,
+    logits: &Tensor,
+    want: &[u32],
+    loss_scale: f64,
+    weight: f32,
+) -> Result<Part, TrainError> {
+    let grads = loss.backward()?;
+    let loss_sum = f64::from(loss.to_scalar::<f32>()?) * loss_scale;
+    Ok(Part { grads, weight, loss_sum, hits: hits(logits, want)? })
+}
+
+/// One AdamW step from the weighted gradients of a batch's parts; returns
+/// the batch's loss sum and hits.
+pub(crate) fn apply_parts(opt: &mut FusedAdamW, parts: &[Part]) -> Result<(f64, usize), TrainError> {
+    let weighted: Vec<(&GradStore, f32)> = parts.iter().map(|p| (&p.grads, p.weight)).collect();
+    opt.step_parts(&weighted)?;
+    Ok((parts.iter().map(|p| p.loss_sum).sum(), parts.iter().map(|p| p.hits).sum()))
+}
+
+/// How many rows of `logits` have their argmax at `want`.
+fn hits(logits: &Tensor, want: &[u32]) -> Result<usize, TrainError> {
+    let classes = logits.dim(D::Minus1)?;
+    let z = logits.flatten_all()?.to_vec1::<f32>()?;
+    Ok(z.chunks(classes.max(1))
+        .zip(want)
+        .filter(|(row, &w)| {
+            let best = row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+            best == w as usize
+        })
+        .count())
+}
+
+/// One AdamW step on a minibatch's `loss`, for the training loops that do
+/// not split their batches: the loss summed over the batch's `n` items,
+/// and how many of `logits`' argmaxes hit `want`.
 pub(crate) fn step(
     opt: &mut FusedAdamW,
     loss: &Tensor,
@@ -218,24 +298,8 @@ pub(crate) fn step(
     want: &Tensor,
     n: usize,
 ) -> Result<(f64, usize), TrainError> {
-    opt.backward_step(loss)?;
-    let loss_sum = f64::from(loss.to_scalar::<f32>()?) * n as f64;
-    // Counted on the host from the logits already computed: no graph nodes.
-    let classes = logits.dim(D::Minus1)?;
-    let z = logits.flatten_all()?.to_vec1::<f32>()?;
-    let want = want.to_vec1::<u32>()?;
-    let hits = z
-        .chunks(classes.max(1))
-        .zip(&want)
-        .filter(|(row, &w)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
-            best == w as usize
-        })
-        .count();
-    Ok((loss_sum, hits))
+    let part = part_step(loss, logits, &want.to_vec1::<u32>()?, n as f64, 1.0)?;
+    apply_parts(opt, &[part])
 }
 
 /// A fresh `kind` model for `images` (weights from `cfg.seed`) and its
@@ -303,6 +367,40 @@ mod tests {
         let pa = predict_proba(&a.model, &ds.images, 64, 1.0)?;
         let pb = predict_proba(&b.model, &ds.images, 64, 1.0)?;
         assert_eq!(pa, pb, "same seed, same model");
+        Ok(())
+    }
+
+    /// A batch split over two threads takes the same step as the whole
+    /// batch on one (to float rounding: the gradient is summed in another
+    /// order), for hard labels on the MLP and the CNN; and the split really
+    /// happens (two parts of a 64-item batch on two threads).
+    #[test]
+    fn split_batches_step_as_the_whole_batch() -> Result<(), TrainError> {
+        let ds = halves(128);
+        let cfg = TrainConfig { epochs: 2, batch_size: 64, ..Default::default() };
+        let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| TrainError::Invalid(e.to_string()));
+        assert_eq!(pool(2)?.install(|| split_batch(64)), vec![(0, 32), (32, 32)]);
+        assert_eq!(pool(2)?.install(|| split_batch(31)), vec![(0, 31)], "parts of at least MIN_PART");
+        assert_eq!(pool(3)?.install(|| split_batch(50)), vec![(0, 16), (16, 17), (33, 17)]);
+        for kind in [ModelKind::Mlp, ModelKind::Cnn] {
+            let one = pool(1)?.install(|| train(kind, &ds, 2, &cfg, &mut |_| {}))?;
+            let two = pool(2)?.install(|| train(kind, &ds, 2, &cfg, &mut |_| {}))?;
+            let named = |t: &Trained| -> std::collections::BTreeMap<String, Tensor> {
+                let vars = t.varmap.data().lock().map(|m| m.clone()).unwrap_or_default();
+                vars.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect()
+            };
+            let (a, b) = (named(&one), named(&two));
+            assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+            for (name, x) in &a {
+                let d = (x - &b[name])?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(d < 1e-4, "{kind}: {name} differs by {d}");
+            }
+            let start = fresh(kind, &ds.images, 2, &cfg)?.1;
+            let start = start.data().lock().map(|m| m.clone()).unwrap_or_default();
+            let (name, w0) = start.iter().next().ok_or_else(|| TrainError::Invalid("no variables".into()))?;
+            let walked = (w0.as_tensor() - &a[name])?.abs()?.sum_all()?.to_scalar::<f32>()?;
+            assert!(walked > 1e-3, "{kind}: training moved the weights ({walked})");
+        }
         Ok(())
     }
 

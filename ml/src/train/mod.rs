@@ -28,7 +28,7 @@ pub use batch::Augment;
 pub(crate) use batch::{augmented_batch_tensor, batch_tensor};
 pub use distil::{train_distil, train_soft, Distillation};
 pub use fit::train;
-pub(crate) use fit::{finish_epoch, fresh, step};
+pub(crate) use fit::{apply_parts, finish_epoch, fresh, part_step, split_batch, step, Part};
 pub use predict::{
     accuracy, predict, predict_logits_tensor, predict_proba, predict_proba_tensor, predict_tensor, MAX_CNN_BATCH,
 };
