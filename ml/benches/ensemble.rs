@@ -11,7 +11,9 @@
 //! pool), `PATE_BENCH_BATCHES` (items per predict call, comma-separated;
 //! default `10,250,4096`: the private and fast presets' Label batches and
 //! one call per teacher), `PATE_BENCH_WORKERS` (threads over teachers;
-//! default the cores). Each worker runs its share of the teachers one after
+//! default the cores), `PATE_BENCH_FEATURE_CACHE` (a lab's
+//! `data/scatter-*.bin`: scatter teachers then read the pool's features from
+//! it, as the lab's teachers do with `--feature-cache`). Each worker runs its share of the teachers one after
 //! another in its own one-thread rayon pool, so the cores each run one
 //! forward pass at a time, as the lab's teacher processes do (with one
 //! shared global pool of one thread, the scattering transform's parallel
@@ -24,6 +26,7 @@ use std::time::Instant;
 use anyhow::Context;
 use pate_ml::data::{load_idx_dir, student_split};
 use pate_ml::data_dir::resolve_data_dir;
+use pate_ml::feature_cache::FeatureCache;
 use pate_ml::train::predict;
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = env("PATE_BENCH_WORKERS").map_or(Ok(cores), |v| v.parse())?;
+    let cache = env("PATE_BENCH_FEATURE_CACHE").map(|p| FeatureCache::open(std::path::Path::new(&p))).transpose()?;
 
     let data = load_idx_dir(&resolve_data_dir(None)?)?;
     let split = student_split(&data.test, 1000)?;
@@ -50,10 +54,11 @@ fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(!teachers.is_empty(), "no checkpoint {}/0/meta.json", dir.display());
     println!(
-        "{} teachers from {}, {} queries, {workers} workers of one thread each",
+        "{} teachers from {}, {} queries, {workers} workers of one thread each, features {}",
         teachers.len(),
         dir.display(),
-        pool.len()
+        pool.len(),
+        cache.as_ref().map_or("computed per call".into(), |c| format!("read from {}", c.path().display()))
     );
     println!();
     println!("| items per predict call | wall (s) | teacher-predictions/s | labels/s (bound) |");
@@ -63,13 +68,17 @@ fn main() -> anyhow::Result<()> {
         std::thread::scope(|s| -> anyhow::Result<()> {
             let handles: Vec<_> = (0..workers.max(1))
                 .map(|w| {
-                    let (teachers, pool) = (&teachers, &pool);
+                    let (teachers, pool, cache) = (&teachers, &pool, &cache);
                     s.spawn(move || -> anyhow::Result<()> {
                         let own = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
                         own.install(|| -> anyhow::Result<()> {
                             for model in teachers.iter().skip(w).step_by(workers.max(1)) {
                                 for start in (0..pool.len()).step_by(batch) {
-                                    predict(model, &pool.range(start..start + batch), batch)?;
+                                    let items = pool.range(start..(start + batch).min(pool.len()));
+                                    match cache {
+                                        Some(c) => drop(c.predict(model, &items, batch)?),
+                                        None => drop(predict(model, &items, batch)?),
+                                    }
                                 }
                             }
                             Ok(())

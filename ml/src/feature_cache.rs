@@ -87,6 +87,9 @@ fn transform(scattering: &Scattering, images: &Images) -> Vec<f32> {
     scattering.transform(&pixels)
 }
 
+/// Images per product in [`FeatureCache::predict`].
+pub const PREDICT_ROWS: usize = 8;
+
 /// An open feature cache.
 #[derive(Debug)]
 pub struct FeatureCache {
@@ -254,7 +257,9 @@ impl FeatureCache {
             )));
         }
         let (n, f) = (images.len(), self.features);
-        let mut out = vec![0f32; n * f];
+        // Filled row by row (no zeroing pass): a cached row as read, a
+        // missing one as zeros until it is computed below.
+        let mut out = Vec::with_capacity(n * f);
         let mut bytes = vec![0u8; f * 4];
         let mut missing = Vec::new();
         for i in 0..n {
@@ -262,11 +267,12 @@ impl FeatureCache {
                 Some(&row) => {
                     let at = self.data_start + row * (f as u64) * 4;
                     self.file.read_exact_at(&mut bytes, at).map_err(io(&self.path))?;
-                    for (dst, src) in out[i * f..][..f].iter_mut().zip(bytes.chunks_exact(4)) {
-                        *dst = f32::from_le_bytes(src.try_into().expect("4 bytes"));
-                    }
+                    out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
                 }
-                None => missing.push(i),
+                None => {
+                    missing.push(i);
+                    out.resize(out.len() + f, 0.0);
+                }
             }
         }
         if !missing.is_empty() {
@@ -294,8 +300,8 @@ impl FeatureCache {
         Ok(())
     }
 
-    /// The labels a scatter `model` predicts for `images`, `batch` at a time,
-    /// and how many images the cache held.
+    /// The labels a scatter `model` predicts for `images`, `batch` at a time
+    /// (at most [`PREDICT_ROWS`]), and how many images the cache held.
     pub fn predict(
         &self,
         model: &Classifier,
@@ -303,9 +309,15 @@ impl FeatureCache {
         batch: usize,
     ) -> Result<(Vec<u8>, usize), FeatureCacheError> {
         self.check_model(model)?;
+        // A few rows at a time: their features (16 KB an image) stay in the
+        // core's cache from the read to the product. A teacher answering a
+        // merged round of 80 images built a 1.3 MB matrix per call, which
+        // 250 processes faulted in and zeroed afresh: labelling ran at a
+        // quarter of the teachers' inference bound (docs/BENCHMARKS.md).
+        let batch = batch.clamp(1, PREDICT_ROWS);
         let (mut labels, mut hits) = (Vec::with_capacity(images.len()), 0);
-        for start in (0..images.len()).step_by(batch.max(1)) {
-            let (f, h) = self.features_of(&images.range(start..(start + batch.max(1)).min(images.len())))?;
+        for start in (0..images.len()).step_by(batch) {
+            let (f, h) = self.features_of(&images.range(start..(start + batch).min(images.len())))?;
             hits += h;
             let predicted = model.forward_features(&f)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
             labels.extend(predicted.into_iter().map(|v| v as u8));
@@ -362,6 +374,9 @@ mod tests {
         let (labels, hits) = cache.predict(&model, &asked, 7)?;
         assert_eq!(hits, 20);
         assert_eq!(labels, crate::train::predict(&model, &asked, 64)?);
+        // A teacher's batch (512) is taken PREDICT_ROWS at a time, hits and
+        // misses mixed in one chunk: the same votes.
+        assert_eq!(cache.predict(&model, &asked, 512)?, (labels, 20));
         let (mlp, _vars) = Classifier::new_seeded(ModelKind::Mlp, 8, 8, 4, 7, &Device::Cpu)?;
         assert!(matches!(
             cache.predict(&mlp, &asked, 7),
