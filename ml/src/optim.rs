@@ -233,8 +233,10 @@ impl InplaceOp1 for InPlace {
         let (k, d) = (self.k, self.avg_decay);
         // Memory-bound: both cores' caches pay when the variable is large.
         let chunk = if n >= 2 * UPDATE_CHUNK && rayon::current_num_threads() > 1 { UPDATE_CHUNK } else { n.max(1) };
-        let avg_chunks: Vec<&mut [f32]> = if avg.len() == n { avg.chunks_mut(chunk).collect() } else { Vec::new() };
-        let mut avg_chunks = avg_chunks.into_iter().map(Some).collect::<Vec<_>>();
+        let mut avg_chunks: Vec<Option<&mut [f32]>> = Vec::new();
+        if avg.len() == n {
+            avg_chunks.extend(avg.chunks_mut(chunk).map(Some));
+        }
         avg_chunks.resize_with(n.div_ceil(chunk), || None);
         w.par_chunks_mut(chunk)
             .zip(m.par_chunks_mut(chunk))
@@ -348,6 +350,56 @@ mod tests {
             assert_eq!(s.m[1], 0.0, "a gradient of 1e-20 is taken as zero");
         }
         assert!(opt.states[0].m.iter().all(|&m| m == 0.0), "the first moments have decayed to zero");
+        Ok(())
+    }
+
+    /// A variable large enough to be updated in chunks over two threads
+    /// (with its moving average) ends bit for bit where one thread takes
+    /// it, and two weighted gradient stores step as their weighted sum.
+    #[test]
+    fn chunked_and_weighted_updates_match() -> Result<()> {
+        let dev = Device::Cpu;
+        let n = 2 * UPDATE_CHUNK + 1001;
+        let init: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let target = Tensor::from_vec((0..n).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect::<Vec<_>>(), n, &dev)?;
+        let run = |threads: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            pool.install(|| {
+                let w = Var::new(init.as_slice(), &dev)?;
+                let mut opt = FusedAdamW::new(vec![w.clone()], ParamsAdamW { lr: 0.01, ..Default::default() })?;
+                opt.track_average(0.9)?;
+                for _ in 0..5 {
+                    opt.backward_step(&(w.as_tensor() - &target)?.sqr()?.sum_all()?)?;
+                }
+                let raw = w.as_tensor().to_vec1::<f32>()?;
+                opt.load_average()?;
+                Ok((raw, w.as_tensor().to_vec1::<f32>()?))
+            })
+        };
+        let (one, two) = (run(1)?, run(2)?);
+        assert_eq!(one, two, "chunks over two threads change nothing");
+        assert_ne!(one.0, init, "the steps moved the weights");
+        assert_ne!(one.0, one.1, "the average is not the raw weights");
+
+        // Half of each of two gradients is the gradient of half their sum.
+        let a = Var::new(&[0.5f32, -1.0, 2.0], &dev)?;
+        let b = Var::new(&[0.5f32, -1.0, 2.0], &dev)?;
+        let (t1, t2) = (Tensor::new(&[1.0f32, 2.0, 3.0], &dev)?, Tensor::new(&[-3.0f32, 0.5, 1.0], &dev)?);
+        let mut split = FusedAdamW::new(vec![a.clone()], ParamsAdamW::default())?;
+        let mut whole = FusedAdamW::new(vec![b.clone()], ParamsAdamW::default())?;
+        for _ in 0..3 {
+            let g1 = (a.as_tensor() * &t1)?.sum_all()?.backward()?;
+            let g2 = (a.as_tensor() * &t2)?.sqr()?.sum_all()?.backward()?;
+            split.step_parts(&[(&g1, 0.5), (&g2, 0.5)])?;
+            let loss = (((b.as_tensor() * &t1)?.sum_all()? + (b.as_tensor() * &t2)?.sqr()?.sum_all()?)? * 0.5)?;
+            whole.backward_step(&loss)?;
+        }
+        for (x, y) in a.as_tensor().to_vec1::<f32>()?.iter().zip(&b.as_tensor().to_vec1::<f32>()?) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
         Ok(())
     }
 
