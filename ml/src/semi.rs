@@ -327,6 +327,35 @@ mod tests {
         Ok(())
     }
 
+    /// Split over two threads (two parts of the 32 labelled items and of
+    /// the 128 unlabelled ones), a step is the whole batch's step on one
+    /// thread, to float rounding, for the MLP and the CNN, with the moving
+    /// average on.
+    #[test]
+    fn split_steps_match_one_thread() -> Result<(), TrainError> {
+        let labelled = bars(&[0, 1, 2, 3], 8, 1);
+        let pool = bars(&(0..=10).collect::<Vec<_>>(), 12, 2).images;
+        let semi = SemiSupervised { ratio: 4, average: 0.9, confidence: 0.5, ..SemiSupervised::default() };
+        let cfg = TrainConfig { epochs: 2, batch_size: 32, ..TrainConfig::default() };
+        for kind in [ModelKind::Mlp, ModelKind::Cnn] {
+            let run = |threads: usize| -> Result<Vec<f32>, TrainError> {
+                let pool_t = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                let t = pool_t.install(|| {
+                    assert_eq!(split_batch(32).len(), threads, "the batch is split {threads} ways");
+                    train_semi(kind, &labelled, &pool, 2, &cfg, &semi, &mut |_| {})
+                })?;
+                Ok(crate::train::predict_proba(&t.model, &pool, 64, 1.0)?.concat())
+            };
+            let (one, two) = (run(1)?, run(2)?);
+            let worst = one.iter().zip(&two).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-3, "{kind}: probabilities differ by {worst}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         let d = bars(&[0], 2, 0);
