@@ -13,8 +13,9 @@
 //! one call per teacher), `PATE_BENCH_WORKERS` (threads over teachers;
 //! default the cores), `PATE_BENCH_FEATURE_CACHE` (a lab's
 //! `data/scatter-*.bin`: scatter teachers then read the pool's features from
-//! it, as the lab's teachers do with `--feature-cache`). Each worker runs its share of the teachers one after
-//! another in its own one-thread rayon pool, so the cores each run one
+//! it, as the lab's teachers do with `--feature-cache`). Each worker runs
+//! its share of the teachers one after another in its own one-thread rayon
+//! pool, so the cores each run one
 //! forward pass at a time, as the lab's teacher processes do (with one
 //! shared global pool of one thread, the scattering transform's parallel
 //! loop ran every worker's images on that one thread: half the bound on
@@ -74,7 +75,7 @@ fn main() -> anyhow::Result<()> {
                         own.install(|| -> anyhow::Result<()> {
                             for model in teachers.iter().skip(w).step_by(workers.max(1)) {
                                 for start in (0..pool.len()).step_by(batch) {
-                                    let items = pool.range(start..(start + batch).min(pool.len()));
+                                    let items = pool.range(start..start + batch);
                                     match cache {
                                         Some(c) => drop(c.predict(model, &items, batch)?),
                                         None => drop(predict(model, &items, batch)?),

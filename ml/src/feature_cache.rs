@@ -17,7 +17,7 @@
 //! change to [`crate::scatter`] changes the magic, and an old file is then
 //! refused, not read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -79,14 +79,6 @@ fn key(rows: usize, cols: usize, pixels: &[u8]) -> [u8; KEY] {
     h.finalize().into()
 }
 
-/// The transform's input for `images`: pixels in `[0, 1]`, as training and
-/// prediction feed them (`v / 255`), so the features are bit for bit those
-/// a model computes.
-fn transform(scattering: &Scattering, images: &Images) -> Vec<f32> {
-    let pixels: Vec<f32> = images.data.iter().map(|&v| f32::from(v) / 255.0).collect();
-    scattering.transform(&pixels)
-}
-
 /// Images per product in [`FeatureCache::predict`].
 pub const PREDICT_ROWS: usize = 8;
 
@@ -114,15 +106,17 @@ impl FeatureCache {
                 images.rows, images.cols
             ))
         })?;
-        let mut seen = HashMap::new();
-        let mut unique = Vec::new();
+        let mut seen = HashSet::new();
+        let (mut unique, mut keys) = (Vec::new(), Vec::new());
         for i in 0..images.len() {
-            if seen.insert(key(images.rows, images.cols, images.item(i)), ()).is_none() {
+            let k = key(images.rows, images.cols, images.item(i));
+            if seen.insert(k) {
                 unique.push(i);
+                keys.push(k);
             }
         }
         let unique = images.select(&unique);
-        let features = transform(&scattering, &unique);
+        let features = scattering.transform_images(&unique);
         let f = scattering.features();
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -139,8 +133,8 @@ impl FeatureCache {
                 w.write_all(&u32::try_from(v).map_err(std::io::Error::other)?.to_le_bytes())?;
             }
             w.write_all(&(unique.len() as u64).to_le_bytes())?;
-            for i in 0..unique.len() {
-                w.write_all(&key(unique.rows, unique.cols, unique.item(i)))?;
+            for k in &keys {
+                w.write_all(k)?;
             }
             for v in &features {
                 w.write_all(&v.to_le_bytes())?;
@@ -276,7 +270,7 @@ impl FeatureCache {
             }
         }
         if !missing.is_empty() {
-            let computed = transform(&self.scattering, &images.select(&missing));
+            let computed = self.scattering.transform_images(&images.select(&missing));
             for (&i, row) in missing.iter().zip(computed.chunks_exact(f)) {
                 out[i * f..][..f].copy_from_slice(row);
             }
@@ -356,7 +350,7 @@ mod tests {
         asked.data.extend_from_slice(&changed);
         let (got, hits) = cache.features_of(&asked)?;
         assert_eq!(hits, 2);
-        let want = transform(&Scattering::new(8, 8).expect("8x8"), &asked);
+        let want = Scattering::new(8, 8).expect("8x8").transform_images(&asked);
         assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want);
         Ok(())
     }

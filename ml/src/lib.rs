@@ -54,9 +54,11 @@ pub mod train;
 pub mod trigger;
 
 pub use data::{Dataset, IdxData, Images, StudentSplit};
+pub use model::{Classifier, ModelKind};
+pub use train::{EpochReport, TrainConfig, Trained};
 
 /// The variable that sizes candle's own CPU thread pool.
-pub const CANDLE_THREADS_ENV: &str = "CANDLE_NUM_THREADS";
+const CANDLE_THREADS_ENV: &str = "CANDLE_NUM_THREADS";
 
 /// Keeps candle's own thread pool (its elementwise ops over large tensors)
 /// to the calling thread, by setting `CANDLE_NUM_THREADS=1` unless the
@@ -72,5 +74,3 @@ pub fn init_cpu_threads() {
         std::env::set_var(CANDLE_THREADS_ENV, "1");
     }
 }
-pub use model::{Classifier, ModelKind};
-pub use train::{EpochReport, TrainConfig, Trained};

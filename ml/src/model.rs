@@ -217,8 +217,8 @@ impl Classifier {
     /// them), `None` for the other kinds.
     pub fn fixed_features(&self, images: &crate::data::Images) -> candle_core::Result<Option<Tensor>> {
         let Layers::Scatter { transform, .. } = &self.layers else { return Ok(None) };
-        let pixels: Vec<f32> = images.data.iter().map(|&v| f32::from(v) / 255.0).collect();
-        Ok(Some(Tensor::from_vec(transform.transform(&pixels), (images.len(), transform.features()), &Device::Cpu)?))
+        let features = transform.transform_images(images);
+        Ok(Some(Tensor::from_vec(features, (images.len(), transform.features()), &Device::Cpu)?))
     }
 
     /// The weight of the head on fixed features (what an L2 penalty acts

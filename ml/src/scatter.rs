@@ -280,6 +280,14 @@ impl Scattering {
         }
     }
 
+    /// The features of `images`, whose pixels go in as training and
+    /// prediction feed them (`v / 255`): what a scatter model and the
+    /// feature cache both compute, bit for bit.
+    pub fn transform_images(&self, images: &crate::data::Images) -> Vec<f32> {
+        let pixels: Vec<f32> = images.data.iter().map(|&v| f32::from(v) / 255.0).collect();
+        self.transform(&pixels)
+    }
+
     /// The features of every image in `pixels` (row-major images of
     /// `rows * cols` values in `[0, 1]`): `[n, self.features()]`, row-major.
     pub fn transform(&self, pixels: &[f32]) -> Vec<f32> {

@@ -206,7 +206,8 @@ pub fn train_semi(
                 if let Some((w, s, nu)) = &views {
                     let (ua, ulen) = (j * nu / k, (j + 1) * nu / k - j * nu / k);
                     if ulen > 0 {
-                        let probs = candle_nn::ops::softmax(&model.forward(&w.narrow(0, ua, ulen)?)?.detach(), D::Minus1)?;
+                        let weak_logits = model.forward(&w.narrow(0, ua, ulen)?)?.detach();
+                        let probs = candle_nn::ops::softmax(&weak_logits, D::Minus1)?;
                         let pseudo = probs.argmax(D::Minus1)?;
                         let mask = probs.max(D::Minus1)?.ge(semi.confidence as f32)?.to_dtype(DType::F32)?;
                         let logp = candle_nn::ops::log_softmax(&model.forward(&s.narrow(0, ua, ulen)?)?, D::Minus1)?;

@@ -1,6 +1,7 @@
 //! The training loop: a fresh seeded model, minibatch AdamW over a seeded
 //! shuffle, hard labels or soft targets, one [`EpochReport`] per epoch.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -136,11 +137,11 @@ pub(super) fn train_impl(
             let part = |(a, len): (usize, usize)| -> Result<Part, TrainError> {
                 let xs = x.narrow(0, a, len)?;
                 let logits = if fixed.is_some() { model.forward_features(&xs)? } else { model.forward(&xs)? };
-                let (loss, hard) = match &want {
-                    Want::Hard(y) => (super::cross_entropy(&logits, &y[a..a + len])?, y[a..a + len].to_vec()),
+                let (loss, hard): (Tensor, Cow<[u32]>) = match &want {
+                    Want::Hard(y) => (super::cross_entropy(&logits, &y[a..a + len])?, Cow::Borrowed(&y[a..a + len])),
                     Want::Soft(p, loss) => {
                         let (l, hard) = distil::loss(&logits, &p.narrow(0, a, len)?, loss)?;
-                        (l, hard.to_vec1::<u32>()?)
+                        (l, Cow::Owned(hard.to_vec1::<u32>()?))
                     }
                 };
                 let loss = match head {
@@ -378,7 +379,10 @@ mod tests {
     fn split_batches_step_as_the_whole_batch() -> Result<(), TrainError> {
         let ds = halves(128);
         let cfg = TrainConfig { epochs: 2, batch_size: 64, ..Default::default() };
-        let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| TrainError::Invalid(e.to_string()));
+        let pool = |threads| {
+            let built = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            built.map_err(|e| TrainError::Invalid(e.to_string()))
+        };
         assert_eq!(pool(2)?.install(|| split_batch(64)), vec![(0, 32), (32, 32)]);
         assert_eq!(pool(2)?.install(|| split_batch(31)), vec![(0, 31)], "parts of at least MIN_PART");
         assert_eq!(pool(3)?.install(|| split_batch(50)), vec![(0, 16), (16, 17), (33, 17)]);
