@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use pate_proto::tls::{ServerRole, Transport};
-use pate_proto::v1::{teacher_client::TeacherClient, DescribeRequest, TeacherInfo, VoteRequest};
+use pate_proto::v1::{teacher_client::TeacherClient, DescribeRequest, TeacherInfo, VoteRequest, VoteResponse};
 use pate_proto::Samples;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -87,6 +87,8 @@ struct Member {
     addr: String,
     client: TeacherClient<Channel>,
     channel: Channel,
+    /// It holds the public images' features: ask it by sample key.
+    by_key: bool,
 }
 
 /// The ensemble as seen from the aggregator.
@@ -147,7 +149,7 @@ impl TeacherPool {
         for (addr, result) in addrs.iter().zip(results) {
             match result {
                 Ok((client, channel, info)) => {
-                    members.push(Member { addr: addr.clone(), client, channel });
+                    members.push(Member { addr: addr.clone(), client, channel, by_key: info.votes_by_key });
                     infos.push(info);
                 }
                 Err(e) => {
@@ -239,27 +241,24 @@ impl TeacherPool {
 
     /// Asks every teacher for its votes on `samples`; each vector holds one
     /// label per sample from one teacher. A teacher that fails or misses
-    /// the deadline abstains; fewer than the quorum is an error.
+    /// the deadline abstains; fewer than the quorum is an error. A teacher
+    /// holding the public images' features is asked by the samples' keys
+    /// (32 bytes each, hashed once here, instead of every pixel to every
+    /// teacher), and by pixels for the samples it does not hold.
     pub async fn collect_votes(&self, request_id: &str, samples: &Samples) -> Result<Vec<Vec<u8>>, PoolError> {
-        let tensor = samples.to_tensor();
+        let tensor = self.members.iter().any(|m| !m.by_key).then(|| samples.to_tensor());
+        let keys = if self.members.iter().any(|m| m.by_key) { samples.keys() } else { Vec::new() };
         let calls = self.members.iter().map(|m| {
-            let mut client = m.client.clone();
-            let req = VoteRequest { request_id: request_id.to_string(), samples: Some(tensor.clone()), with_probabilities: false };
+            let req = match m.by_key {
+                true => VoteRequest { request_id: request_id.to_string(), sample_keys: keys.clone(), ..Default::default() },
+                false => VoteRequest { request_id: request_id.to_string(), samples: tensor.clone(), ..Default::default() },
+            };
             async move {
                 let started = std::time::Instant::now();
-                let result = async {
-                    let labels = tokio::time::timeout(self.timeout, client.vote(req))
-                        .await
-                        .map_err(|_| "deadline exceeded".to_string())?
-                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-                        .into_inner()
-                        .labels;
-                    if labels.len() != samples.n || labels.iter().any(|&l| l as usize >= self.classes) {
-                        return Err(format!("malformed vote: {} labels for {} samples", labels.len(), samples.n));
-                    }
-                    Ok(labels)
-                }
-                .await;
+                let result = match m.by_key {
+                    true => self.vote_by_key(m, req, samples).await,
+                    false => self.call(m, req, samples.n).await.map(|r| r.labels),
+                };
                 crate::metrics::teacher_vote(&m.addr, started.elapsed(), result.is_ok());
                 result
             }
@@ -276,6 +275,38 @@ impl TeacherPool {
             return Err(PoolError::NoQuorum { answered: votes.len(), teachers: self.members.len(), quorum: self.quorum });
         }
         Ok(votes)
+    }
+
+    /// One Vote call, its labels checked: `n` of them, each a class.
+    async fn call(&self, m: &Member, req: VoteRequest, n: usize) -> Result<VoteResponse, String> {
+        let resp = tokio::time::timeout(self.timeout, m.client.clone().vote(req))
+            .await
+            .map_err(|_| "deadline exceeded".to_string())?
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        if resp.labels.len() != n || resp.labels.iter().any(|&l| l as usize >= self.classes) {
+            return Err(format!("malformed vote: {} labels for {n} samples", resp.labels.len()));
+        }
+        Ok(resp)
+    }
+
+    /// A vote by key, then by pixels for the samples the teacher did not
+    /// hold (within the same deadline for each call).
+    async fn vote_by_key(&self, m: &Member, req: VoteRequest, samples: &Samples) -> Result<Vec<u8>, String> {
+        let request_id = req.request_id.clone();
+        let VoteResponse { mut labels, unknown } = self.call(m, req, samples.n).await?;
+        if unknown.is_empty() {
+            return Ok(labels);
+        }
+        let unknown: Vec<usize> = unknown.into_iter().map(|i| i as usize).collect();
+        if unknown.windows(2).any(|w| w[0] >= w[1]) || unknown.last().is_some_and(|&i| i >= samples.n) {
+            return Err(format!("malformed vote: unknown keys {unknown:?} for {} samples", samples.n));
+        }
+        let rest = samples.select(&unknown).to_tensor();
+        let req = VoteRequest { request_id, samples: Some(rest), ..Default::default() };
+        let got = self.call(m, req, unknown.len()).await?.labels;
+        unknown.iter().zip(got).for_each(|(&i, l)| labels[i] = l);
+        Ok(labels)
     }
 }
 

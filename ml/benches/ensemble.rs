@@ -13,7 +13,9 @@
 //! one call per teacher), `PATE_BENCH_WORKERS` (threads over teachers;
 //! default the cores), `PATE_BENCH_FEATURE_CACHE` (a lab's
 //! `data/scatter-*.bin`: scatter teachers then read the pool's features from
-//! it, as the lab's teachers do with `--feature-cache`). Each worker runs
+//! it, as the lab's teachers do with `--feature-cache`, once asked by the
+//! pixels, which each teacher hashes, and once by the images' keys, hashed
+//! once beforehand as the aggregator does for a vote by key). Each worker runs
 //! its share of the teachers one after another in its own one-thread rayon
 //! pool, so the cores each run one
 //! forward pass at a time, as the lab's teacher processes do (with one
@@ -27,7 +29,7 @@ use std::time::Instant;
 use anyhow::Context;
 use pate_ml::data::{load_idx_dir, student_split};
 use pate_ml::data_dir::resolve_data_dir;
-use pate_ml::feature_cache::FeatureCache;
+use pate_ml::feature_cache::{key, FeatureCache};
 use pate_ml::train::predict;
 
 fn main() -> anyhow::Result<()> {
@@ -62,23 +64,27 @@ fn main() -> anyhow::Result<()> {
         cache.as_ref().map_or("computed per call".into(), |c| format!("read from {}", c.path().display()))
     );
     println!();
-    println!("| items per predict call | wall (s) | teacher-predictions/s | labels/s (bound) |");
-    println!("|---:|---:|---:|---:|");
-    for &batch in &batches {
+    // Asked by key: the keys are computed once, outside the timing.
+    let keys: Vec<_> = (0..pool.len()).map(|i| key(pool.item(i))).collect();
+    let modes: &[bool] = if cache.is_some() { &[false, true] } else { &[false] };
+    println!("| items per predict call | asked by | wall (s) | teacher-predictions/s | labels/s (bound) |");
+    println!("|---:|---|---:|---:|---:|");
+    for (&batch, &by_key) in batches.iter().flat_map(|b| modes.iter().map(move |m| (b, m))) {
         let started = Instant::now();
         std::thread::scope(|s| -> anyhow::Result<()> {
             let handles: Vec<_> = (0..workers.max(1))
                 .map(|w| {
-                    let (teachers, pool, cache) = (&teachers, &pool, &cache);
+                    let (teachers, pool, cache, keys) = (&teachers, &pool, &cache, &keys);
                     s.spawn(move || -> anyhow::Result<()> {
                         let own = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
                         own.install(|| -> anyhow::Result<()> {
                             for model in teachers.iter().skip(w).step_by(workers.max(1)) {
                                 for start in (0..pool.len()).step_by(batch) {
-                                    let items = pool.range(start..start + batch);
+                                    let end = (start + batch).min(pool.len());
                                     match cache {
-                                        Some(c) => drop(c.predict(model, &items, batch)?),
-                                        None => drop(predict(model, &items, batch)?),
+                                        Some(c) if by_key => drop(c.predict_keys(model, &keys[start..end])?),
+                                        Some(c) => drop(c.predict(model, &pool.range(start..end))?),
+                                        None => drop(predict(model, &pool.range(start..end), batch)?),
                                     }
                                 }
                             }
@@ -95,7 +101,8 @@ fn main() -> anyhow::Result<()> {
         let secs = started.elapsed().as_secs_f64();
         let n = pool.len() as f64;
         println!(
-            "| {batch} | {secs:.2} | {:.0} | {:.0} |",
+            "| {batch} | {} | {secs:.2} | {:.0} | {:.0} |",
+            if by_key { "keys" } else { "pixels" },
             n * teachers.len() as f64 / secs,
             n / secs
         );

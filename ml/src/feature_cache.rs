@@ -5,13 +5,16 @@
 //!
 //! The features are a fixed function of the pixels (nothing learned, nothing
 //! private), so any process may compute them for any other. A row is found
-//! by the SHA-256 of the image's shape and bytes: a teacher asked about an
-//! image the file lacks, or about one whose bytes differ by one pixel,
-//! computes its features itself, so the cache can make a vote faster but
-//! never different. Rows are read with positioned reads (no `mmap`, no
+//! by the SHA-256 of the image's bytes (the file's header holds the shape):
+//! a teacher asked about an image the file lacks, or about one whose bytes
+//! differ by one pixel, computes its features itself, so the cache can make
+//! a vote faster but never different. The digest is the wire's sample key
+//! (`pate_proto::sample_key`), so a teacher can also be asked for an image
+//! by its key alone ([`FeatureCache::predict_keys`]): 32 bytes instead of
+//! the pixels, for every teacher of a round. Rows are read with positioned reads (no `mmap`, no
 //! `unsafe`): the page cache shares the file among the processes.
 //!
-//! Layout, little-endian: the magic `PATESCT1`, then `u32` rows, cols,
+//! Layout, little-endian: the magic `PATESCT2`, then `u32` rows, cols,
 //! features, a zero `u32`, a `u64` count; `count` 32-byte keys; `count`
 //! rows of `features` `f32`s. The magic names the transform's version: a
 //! change to [`crate::scatter`] changes the magic, and an old file is then
@@ -30,10 +33,12 @@ use crate::data::Images;
 use crate::model::{Classifier, ModelKind};
 use crate::scatter::Scattering;
 
-/// The file's first bytes; the digit is the transform's version.
-const MAGIC: &[u8; 8] = b"PATESCT1";
+/// The file's first bytes; the digit is the version of the transform and
+/// of the keys (1 hashed the shape with the bytes).
+const MAGIC: &[u8; 8] = b"PATESCT2";
 const HEADER: u64 = 8 + 4 * 4 + 8;
-const KEY: usize = 32;
+/// Bytes of a key.
+pub const KEY: usize = 32;
 
 /// Why a feature cache could not be written, read or used.
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +75,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FeatureCacheError + '_ {
     }
 }
 
-/// The key of one image: its shape and bytes.
-fn key(rows: usize, cols: usize, pixels: &[u8]) -> [u8; KEY] {
-    let mut h = Sha256::new();
-    h.update((rows as u64).to_le_bytes());
-    h.update((cols as u64).to_le_bytes());
-    h.update(pixels);
-    h.finalize().into()
+/// The key of one image: the SHA-256 of its bytes, as the wire's
+/// `pate_proto::sample_key` (this crate speaks no protocol; the teacher's
+/// tests check that the two agree).
+pub fn key(pixels: &[u8]) -> [u8; KEY] {
+    Sha256::digest(pixels).into()
 }
 
 /// Images per product in [`FeatureCache::predict`].
@@ -109,7 +112,7 @@ impl FeatureCache {
         let mut seen = HashSet::new();
         let (mut unique, mut keys) = (Vec::new(), Vec::new());
         for i in 0..images.len() {
-            let k = key(images.rows, images.cols, images.item(i));
+            let k = key(images.item(i));
             if seen.insert(k) {
                 unique.push(i);
                 keys.push(k);
@@ -155,8 +158,10 @@ impl FeatureCache {
     pub fn shared(root: &Path, images: &Images) -> Result<(FeatureCache, bool), FeatureCacheError> {
         let mut h = Sha256::new();
         h.update(MAGIC);
-        h.update((images.len() as u64).to_le_bytes());
-        h.update(key(images.rows, images.cols, &images.data));
+        for v in [images.len(), images.rows, images.cols] {
+            h.update((v as u64).to_le_bytes());
+        }
+        h.update(&images.data);
         let path = root.join(format!("scatter-{}.bin", &hex::encode(h.finalize())[..16]));
         if path.is_file() {
             return Ok((FeatureCache::open(&path)?, false));
@@ -257,12 +262,8 @@ impl FeatureCache {
         let mut bytes = vec![0u8; f * 4];
         let mut missing = Vec::new();
         for i in 0..n {
-            match self.index.get(&key(self.rows, self.cols, images.item(i))) {
-                Some(&row) => {
-                    let at = self.data_start + row * (f as u64) * 4;
-                    self.file.read_exact_at(&mut bytes, at).map_err(io(&self.path))?;
-                    out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
-                }
+            match self.index.get(&key(images.item(i))) {
+                Some(&row) => self.read_row(row, &mut bytes, &mut out)?,
                 None => {
                     missing.push(i);
                     out.resize(out.len() + f, 0.0);
@@ -276,6 +277,15 @@ impl FeatureCache {
             }
         }
         Ok((Tensor::from_vec(out, (n, f), &Device::Cpu)?, n - missing.len()))
+    }
+
+    /// Appends row `row`'s features to `out`, read through `bytes` (one
+    /// row's worth).
+    fn read_row(&self, row: u64, bytes: &mut [u8], out: &mut Vec<f32>) -> Result<(), FeatureCacheError> {
+        let at = self.data_start + row * (self.features as u64) * 4;
+        self.file.read_exact_at(bytes, at).map_err(io(&self.path))?;
+        out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        Ok(())
     }
 
     /// Whether `model` reads these features: a scatter model of the same
@@ -294,21 +304,16 @@ impl FeatureCache {
         Ok(())
     }
 
-    /// The labels a scatter `model` predicts for `images`, `batch` at a time
-    /// (at most [`PREDICT_ROWS`]), and how many images the cache held.
-    pub fn predict(
-        &self,
-        model: &Classifier,
-        images: &Images,
-        batch: usize,
-    ) -> Result<(Vec<u8>, usize), FeatureCacheError> {
+    /// The labels a scatter `model` predicts for `images`, [`PREDICT_ROWS`]
+    /// at a time, and how many images the cache held.
+    pub fn predict(&self, model: &Classifier, images: &Images) -> Result<(Vec<u8>, usize), FeatureCacheError> {
         self.check_model(model)?;
         // A few rows at a time: their features (16 KB an image) stay in the
         // core's cache from the read to the product. A teacher answering a
         // merged round of 80 images built a 1.3 MB matrix per call, which
         // 250 processes faulted in and zeroed afresh: labelling ran at a
         // quarter of the teachers' inference bound (docs/BENCHMARKS.md).
-        let batch = batch.clamp(1, PREDICT_ROWS);
+        let batch = PREDICT_ROWS;
         let (mut labels, mut hits) = (Vec::with_capacity(images.len()), 0);
         for start in (0..images.len()).step_by(batch) {
             let (f, h) = self.features_of(&images.range(start..(start + batch).min(images.len())))?;
@@ -317,6 +322,43 @@ impl FeatureCache {
             labels.extend(predicted.into_iter().map(|v| v as u8));
         }
         Ok((labels, hits))
+    }
+
+    /// The labels a scatter `model` predicts for the images filed under
+    /// `keys` ([`key`]), [`PREDICT_ROWS`] at a time, and the indices of the
+    /// keys this cache does not hold (their labels are 0 and mean nothing).
+    pub fn predict_keys(&self, model: &Classifier, keys: &[[u8; KEY]]) -> Result<(Vec<u8>, Vec<usize>), FeatureCacheError> {
+        self.check_model(model)?;
+        let f = self.features;
+        let (mut labels, mut unknown) = (vec![0u8; keys.len()], Vec::new());
+        let mut held = Vec::with_capacity(PREDICT_ROWS);
+        let (mut out, mut bytes) = (Vec::with_capacity(PREDICT_ROWS * f), vec![0u8; f * 4]);
+        let mut keys = keys.iter().enumerate().peekable();
+        while keys.peek().is_some() {
+            // The next PREDICT_ROWS held keys, read and multiplied together.
+            held.clear();
+            out.clear();
+            for (i, k) in keys.by_ref() {
+                match self.index.get(k) {
+                    Some(&row) => {
+                        self.read_row(row, &mut bytes, &mut out)?;
+                        held.push(i);
+                        if held.len() == PREDICT_ROWS {
+                            break;
+                        }
+                    }
+                    None => unknown.push(i),
+                }
+            }
+            if held.is_empty() {
+                break;
+            }
+            let features = Tensor::from_vec(std::mem::take(&mut out), (held.len(), f), &Device::Cpu)?;
+            let predicted = model.forward_features(&features)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            held.iter().zip(predicted).for_each(|(&i, v)| labels[i] = v as u8);
+            out = Vec::with_capacity(PREDICT_ROWS * f);
+        }
+        Ok((labels, unknown))
     }
 }
 
@@ -365,15 +407,25 @@ mod tests {
         let (model, _vars) = Classifier::new_seeded(ModelKind::Scatter, 8, 8, 4, 7, &Device::Cpu)?;
         let mut asked = public.range(10..30);
         asked.data.extend_from_slice(&images(5, 77).data);
-        let (labels, hits) = cache.predict(&model, &asked, 7)?;
+        let (labels, hits) = cache.predict(&model, &asked)?;
         assert_eq!(hits, 20);
         assert_eq!(labels, crate::train::predict(&model, &asked, 64)?);
-        // A teacher's batch (512) is taken PREDICT_ROWS at a time, hits and
-        // misses mixed in one chunk: the same votes.
-        assert_eq!(cache.predict(&model, &asked, 512)?, (labels, 20));
         let (mlp, _vars) = Classifier::new_seeded(ModelKind::Mlp, 8, 8, 4, 7, &Device::Cpu)?;
         assert!(matches!(
-            cache.predict(&mlp, &asked, 7),
+            cache.predict(&mlp, &asked),
+            Err(FeatureCacheError::Shape(_))
+        ));
+        // Asked by key: the same votes for the keys held (more than
+        // PREDICT_ROWS of them, unknown ones between), the others listed.
+        let keys: Vec<_> = (0..asked.len()).map(|i| key(asked.item(i))).collect();
+        let (by_key, unknown) = cache.predict_keys(&model, &keys)?;
+        assert_eq!(unknown, (20..25).collect::<Vec<_>>());
+        assert_eq!(by_key[..20], labels[..20]);
+        let mixed = [keys[21], keys[3], keys[22], keys[4]];
+        let (by_key, unknown) = cache.predict_keys(&model, &mixed)?;
+        assert_eq!((by_key[1], by_key[3], unknown), (labels[3], labels[4], vec![0, 2]));
+        assert!(matches!(
+            cache.predict_keys(&mlp, &keys),
             Err(FeatureCacheError::Shape(_))
         ));
         Ok(())

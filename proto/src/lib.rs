@@ -79,12 +79,42 @@ pub enum ProtoError {
         /// The limit.
         max: usize,
     },
+    /// Sample keys that are not a whole number of keys.
+    #[error("sample_keys is {0} bytes, not a whole number of {KEY_BYTES}-byte keys")]
+    BadKeys(usize),
 }
 
 impl From<ProtoError> for tonic::Status {
     fn from(err: ProtoError) -> Self {
         tonic::Status::invalid_argument(err.to_string())
     }
+}
+
+/// Bytes of one sample key (a SHA-256; see [`Samples::keys`]).
+pub const KEY_BYTES: usize = 32;
+
+/// The key of one sample in a vote by key (`VoteRequest.sample_keys`): the
+/// SHA-256 of its row-major u8 pixels. A teacher's feature cache
+/// (`pate_ml::feature_cache`) files its rows under the same digest.
+pub fn sample_key(pixels: &[u8]) -> [u8; KEY_BYTES] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(pixels).into()
+}
+
+/// The keys of a vote by key, checked: at least one whole key and at most
+/// `max_batch`.
+pub fn parse_keys(bytes: &[u8], max_batch: usize) -> Result<Vec<[u8; KEY_BYTES]>, ProtoError> {
+    if bytes.is_empty() {
+        return Err(ProtoError::MissingSamples);
+    }
+    if bytes.len() % KEY_BYTES != 0 {
+        return Err(ProtoError::BadKeys(bytes.len()));
+    }
+    let n = bytes.len() / KEY_BYTES;
+    if n > max_batch {
+        return Err(ProtoError::BatchTooLarge { got: n, max: max_batch });
+    }
+    Ok(bytes.chunks_exact(KEY_BYTES).map(|k| k.try_into().expect("whole keys")).collect())
 }
 
 /// A validated batch of grey-scale samples as raw pixels, row-major.
@@ -122,6 +152,21 @@ impl Samples {
             dtype: Dtype::U8 as i32,
             data: self.pixels.clone(),
         }
+    }
+
+    /// Every sample's key ([`sample_key`]), concatenated: the
+    /// `sample_keys` of a vote by key.
+    pub fn keys(&self) -> Vec<u8> {
+        let size = self.rows * self.cols;
+        self.pixels.chunks_exact(size).flat_map(sample_key).collect()
+    }
+
+    /// The samples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Samples {
+        let size = self.rows * self.cols;
+        let mut pixels = Vec::with_capacity(indices.len() * size);
+        indices.iter().for_each(|&i| pixels.extend_from_slice(&self.pixels[i * size..][..size]));
+        Samples { n: indices.len(), rows: self.rows, cols: self.cols, pixels }
     }
 
     /// Parses an optional wire tensor, as found in request messages.
@@ -227,6 +272,22 @@ mod tests {
         assert!(matches!(s.check(2, 2, 2), Err(ProtoError::BatchTooLarge { got: 3, max: 2 })));
         let status: tonic::Status = ProtoError::BatchTooLarge { got: 3, max: 2 }.into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn keys_are_whole_checked_and_select_keeps_order() {
+        let s = Samples { n: 3, rows: 1, cols: 2, pixels: vec![1, 2, 3, 4, 5, 6] };
+        let keys = s.keys();
+        assert_eq!(keys.len(), 3 * KEY_BYTES);
+        assert_eq!(keys[KEY_BYTES..2 * KEY_BYTES], sample_key(&[3, 4]));
+        assert_ne!(sample_key(&[3, 4]), sample_key(&[4, 3]));
+        let parsed = parse_keys(&keys, 3).expect("valid");
+        assert_eq!(parsed[2], sample_key(&[5, 6]));
+        assert_eq!(parse_keys(&keys, 2), Err(ProtoError::BatchTooLarge { got: 3, max: 2 }));
+        assert_eq!(parse_keys(&keys[..40], 3), Err(ProtoError::BadKeys(40)));
+        assert_eq!(parse_keys(&[], 3), Err(ProtoError::MissingSamples));
+        let picked = s.select(&[2, 0]);
+        assert_eq!((picked.n, picked.pixels), (2, vec![5, 6, 1, 2]));
     }
 
     /// The property-test twin of `fuzz/fuzz_targets/tensor.rs`: any tensor

@@ -24,6 +24,10 @@ pub enum VoteError {
     /// The request asked for probability vectors, which are never served.
     #[error("teachers return labels only: probability vectors are not served over the network")]
     Probabilities,
+    /// A vote by key to a teacher that holds no feature cache, or one that
+    /// carried both keys and samples.
+    #[error("{0}")]
+    Keys(&'static str),
     /// The model failed on valid input.
     #[error("model failed: {0}")]
     Model(#[from] pate_ml::train::TrainError),
@@ -40,6 +44,7 @@ impl From<VoteError> for Status {
         match err {
             VoteError::Input(e) => e.into(),
             VoteError::Probabilities => Status::permission_denied(VoteError::Probabilities.to_string()),
+            VoteError::Keys(why) => Status::invalid_argument(why),
             other => Status::internal(other.to_string()),
         }
     }
@@ -70,6 +75,9 @@ impl TeacherService {
         if req.with_probabilities {
             return Err(VoteError::Probabilities);
         }
+        if !req.sample_keys.is_empty() {
+            return self.vote_by_key(req).await;
+        }
         let samples = Samples::from_request(req.samples)?;
         samples.check(self.meta.rows, self.meta.cols, self.max_batch)?;
         let images = Images { data: samples.pixels, rows: samples.rows, cols: samples.cols };
@@ -78,13 +86,33 @@ impl TeacherService {
         tokio::task::spawn_blocking(move || {
             let labels = match cache {
                 Some(cache) => {
-                    let (labels, hits) = cache.predict(&model, &images, FORWARD_BATCH)?;
+                    let (labels, hits) = cache.predict(&model, &images)?;
                     metrics::counter!("pate_teacher_feature_cache_hits_total").increment(hits as u64);
                     labels
                 }
                 None => predict(&model, &images, FORWARD_BATCH)?,
             };
-            Ok(v1::VoteResponse { labels })
+            Ok(v1::VoteResponse { labels, unknown: Vec::new() })
+        })
+        .await?
+    }
+
+    /// A vote on the public images filed under `req.sample_keys` in this
+    /// teacher's feature cache; the keys it lacks come back as unknown.
+    async fn vote_by_key(&self, req: v1::VoteRequest) -> Result<v1::VoteResponse, VoteError> {
+        if req.samples.is_some() {
+            return Err(VoteError::Keys("a vote carries samples or sample_keys, not both"));
+        }
+        let Some(cache) = self.cache.clone() else {
+            return Err(VoteError::Keys("this teacher holds no feature cache: send the samples, not their keys"));
+        };
+        let keys = pate_proto::parse_keys(&req.sample_keys, self.max_batch)?;
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || {
+            let (labels, unknown) = cache.predict_keys(&model, &keys)?;
+            metrics::counter!("pate_teacher_feature_cache_hits_total").increment((keys.len() - unknown.len()) as u64);
+            let unknown = unknown.into_iter().map(|i| i as u32).collect();
+            Ok(v1::VoteResponse { labels, unknown })
         })
         .await?
     }
@@ -104,6 +132,7 @@ impl Teacher for TeacherService {
             input_shape: vec![m.rows as u32, m.cols as u32],
             num_classes: m.classes as u32,
             max_batch: u32::try_from(self.max_batch).unwrap_or(u32::MAX),
+            votes_by_key: self.cache.is_some(),
         }))
     }
 

@@ -69,7 +69,7 @@ async fn teacher_rejects_malformed_votes() {
     let mut client = teacher_client(teacher.addr).await;
     for (samples, words) in bad_batches() {
         let err = client
-            .vote(VoteRequest { request_id: "bad".into(), samples, with_probabilities: false })
+            .vote(VoteRequest { request_id: "bad".into(), samples, ..Default::default() })
             .await
             .expect_err("malformed batch must be rejected");
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
@@ -77,14 +77,14 @@ async fn teacher_rejects_malformed_votes() {
     }
     // No oracle: a network client asking for probability vectors is refused.
     let err = client
-        .vote(VoteRequest { request_id: "p".into(), samples: Some(eval_samples(3).to_tensor()), with_probabilities: true })
+        .vote(VoteRequest { request_id: "p".into(), samples: Some(eval_samples(3).to_tensor()), with_probabilities: true, ..Default::default() })
         .await
         .expect_err("probabilities are never served");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("labels only"), "{}", err.message());
     // Still serving after all that.
     let ok = client
-        .vote(VoteRequest { request_id: "ok".into(), samples: Some(eval_samples(3).to_tensor()), with_probabilities: false })
+        .vote(VoteRequest { request_id: "ok".into(), samples: Some(eval_samples(3).to_tensor()), ..Default::default() })
         .await
         .expect("valid vote")
         .into_inner();

@@ -114,7 +114,7 @@ async fn gaussian_mechanisms_answer_and_abstain() {
     let r = client.label(label).await.expect("answered").into_inner();
     let votes = teacher_client(teacher.addr)
         .await
-        .vote(pate_proto::v1::VoteRequest { request_id: "v".into(), samples: Some(eval_samples(8).to_tensor()), with_probabilities: false })
+        .vote(pate_proto::v1::VoteRequest { request_id: "v".into(), samples: Some(eval_samples(8).to_tensor()), ..Default::default() })
         .await
         .expect("vote")
         .into_inner()

@@ -17,7 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::Code;
 
 fn vote() -> VoteRequest {
-    VoteRequest { request_id: "v".into(), samples: Some(eval_samples(2).to_tensor()), with_probabilities: false }
+    VoteRequest { request_id: "v".into(), samples: Some(eval_samples(2).to_tensor()), ..Default::default() }
 }
 
 fn read(path: &Path) -> Vec<u8> {

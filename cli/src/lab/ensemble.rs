@@ -54,7 +54,7 @@ async fn votes_of(addr: SocketAddr, images: &Images, tag: &str, transport: &Tran
     for start in (0..images.len()).step_by(BATCH) {
         let chunk = images.range(start..(start + BATCH).min(images.len()));
         let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
-        let req = VoteRequest { request_id: format!("{tag}-{start}"), samples: Some(samples.to_tensor()), with_probabilities: false };
+        let req = VoteRequest { request_id: format!("{tag}-{start}"), samples: Some(samples.to_tensor()), ..Default::default() };
         labels.extend(client.vote(req).await.with_context(|| format!("teacher {addr} vote"))?.into_inner().labels);
     }
     Ok(labels)

@@ -121,10 +121,14 @@ pub async fn start_teacher(checkpoint: &Path) -> Server {
 
 /// Serves the checkpoint as a teacher with the given transport flags.
 pub async fn start_teacher_with(checkpoint: &Path, tls: TlsArgs) -> Server {
+    start_teacher_config(pate_teacher::ServeConfig { checkpoint: checkpoint.to_path_buf(), id: None, max_batch: 64, feature_cache: None, tls }).await
+}
+
+/// Serves a teacher configured as given.
+pub async fn start_teacher_config(config: pate_teacher::ServeConfig) -> Server {
     let l = listener().await;
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel();
-    let config = pate_teacher::ServeConfig { checkpoint: checkpoint.to_path_buf(), id: None, max_batch: 64, feature_cache: None, tls };
     let task = tokio::spawn(pate_teacher::run(config, l, async { let _ = rx.await; }));
     Server { addr, stop: Some(tx), task }
 }

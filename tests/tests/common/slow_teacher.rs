@@ -78,7 +78,7 @@ impl Teacher for Service {
             armed.0 = None;
         }
         // Every teacher votes class 3: only the aggregator's noise varies.
-        Ok(Response::new(VoteResponse { labels: vec![3; samples.n] }))
+        Ok(Response::new(VoteResponse { labels: vec![3; samples.n], ..Default::default() }))
     }
 }
 
