@@ -9,7 +9,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
 use common::*;
 use pate_aggregator::TeacherPool;
 use pate_proto::auth::Role;
@@ -18,18 +17,7 @@ use tonic::Code;
 
 /// A small scatter teacher (the kind that reads a feature cache).
 fn scatter_checkpoint(out: PathBuf) -> PathBuf {
-    #[derive(Parser)]
-    struct W {
-        #[command(flatten)]
-        args: pate_teacher::TrainArgs,
-    }
-    let dir = data_dir();
-    let args = W::parse_from([
-        "t", "--data", dir.to_str().expect("utf-8"), "--partition", "0", "--partitions", "120", "--epochs", "2",
-        "--model", "scatter", "--out", out.to_str().expect("utf-8"),
-    ])
-    .args;
-    pate_teacher::train(&args).expect("train scatter teacher");
+    train_teacher(&out, &["--partition", "0", "--partitions", "120", "--epochs", "2", "--model", "scatter"]);
     out
 }
 

@@ -72,20 +72,23 @@ pub fn teacher_checkpoint(index: usize) -> PathBuf {
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let out = scratch().join(format!("teacher-{index}"));
     if !out.join("meta.json").exists() {
-        #[derive(Parser)]
-        struct W {
-            #[command(flatten)]
-            args: pate_teacher::TrainArgs,
-        }
-        let dir = data_dir();
-        let args = W::parse_from([
-            "t", "--data", dir.to_str().expect("utf-8"), "--partition", &index.to_string(), "--partitions", "30",
-            "--epochs", "2", "--out", out.to_str().expect("utf-8"),
-        ])
-        .args;
-        pate_teacher::train(&args).expect("train teacher");
+        train_teacher(&out, &["--partition", &index.to_string(), "--partitions", "30", "--epochs", "2"]);
     }
     out
+}
+
+/// Trains a teacher on the real data with the given `pate-teacher train`
+/// flags and writes its checkpoint to `out`.
+pub fn train_teacher(out: &Path, flags: &[&str]) {
+    #[derive(Parser)]
+    struct W {
+        #[command(flatten)]
+        args: pate_teacher::TrainArgs,
+    }
+    let (dir, out) = (data_dir(), out.to_str().expect("utf-8").to_string());
+    let base = ["t", "--data", dir.to_str().expect("utf-8"), "--out", &out];
+    let args = W::parse_from(base.iter().chain(flags)).args;
+    pate_teacher::train(&args).expect("train teacher");
 }
 
 /// A server running in this process until [`Server::stop`].
