@@ -249,15 +249,17 @@ impl TeacherPool {
         let tensor = self.members.iter().any(|m| !m.by_key).then(|| samples.to_tensor());
         let keys = if self.members.iter().any(|m| m.by_key) { samples.keys() } else { Vec::new() };
         let calls = self.members.iter().map(|m| {
-            let req = match m.by_key {
-                true => VoteRequest { request_id: request_id.to_string(), sample_keys: keys.clone(), ..Default::default() },
-                false => VoteRequest { request_id: request_id.to_string(), samples: tensor.clone(), ..Default::default() },
+            let req = if m.by_key {
+                VoteRequest { request_id: request_id.to_string(), sample_keys: keys.clone(), ..Default::default() }
+            } else {
+                VoteRequest { request_id: request_id.to_string(), samples: tensor.clone(), ..Default::default() }
             };
             async move {
                 let started = std::time::Instant::now();
-                let result = match m.by_key {
-                    true => self.vote_by_key(m, req, samples).await,
-                    false => self.call(m, req, samples.n).await.map(|r| r.labels),
+                let result = if m.by_key {
+                    self.vote_by_key(m, req, samples).await
+                } else {
+                    self.call(m, req, samples.n).await.map(|r| r.labels)
                 };
                 crate::metrics::teacher_vote(&m.addr, started.elapsed(), result.is_ok());
                 result

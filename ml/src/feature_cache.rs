@@ -11,8 +11,9 @@
 //! a vote faster but never different. The digest is the wire's sample key
 //! (`pate_proto::sample_key`), so a teacher can also be asked for an image
 //! by its key alone ([`FeatureCache::predict_keys`]): 32 bytes instead of
-//! the pixels, for every teacher of a round. Rows are read with positioned reads (no `mmap`, no
-//! `unsafe`): the page cache shares the file among the processes.
+//! the pixels, for every teacher of a round. Rows are read with positioned
+//! reads (no `mmap`, no `unsafe`): the page cache shares the file among the
+//! processes.
 //!
 //! Layout, little-endian: the magic `PATESCT2`, then `u32` rows, cols,
 //! features, a zero `u32`, a `u64` count; `count` 32-byte keys; `count`
@@ -313,13 +314,11 @@ impl FeatureCache {
         // merged round of 80 images built a 1.3 MB matrix per call, which
         // 250 processes faulted in and zeroed afresh: labelling ran at a
         // quarter of the teachers' inference bound (docs/BENCHMARKS.md).
-        let batch = PREDICT_ROWS;
         let (mut labels, mut hits) = (Vec::with_capacity(images.len()), 0);
-        for start in (0..images.len()).step_by(batch) {
-            let (f, h) = self.features_of(&images.range(start..(start + batch).min(images.len())))?;
+        for start in (0..images.len()).step_by(PREDICT_ROWS) {
+            let (f, h) = self.features_of(&images.range(start..(start + PREDICT_ROWS).min(images.len())))?;
             hits += h;
-            let predicted = model.forward_features(&f)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            labels.extend(predicted.into_iter().map(|v| v as u8));
+            labels.extend(predicted_classes(model, &f)?);
         }
         Ok((labels, hits))
     }
@@ -329,37 +328,33 @@ impl FeatureCache {
     /// keys this cache does not hold (their labels are 0 and mean nothing).
     pub fn predict_keys(&self, model: &Classifier, keys: &[[u8; KEY]]) -> Result<(Vec<u8>, Vec<usize>), FeatureCacheError> {
         self.check_model(model)?;
-        let f = self.features;
-        let (mut labels, mut unknown) = (vec![0u8; keys.len()], Vec::new());
-        let mut held = Vec::with_capacity(PREDICT_ROWS);
-        let (mut out, mut bytes) = (Vec::with_capacity(PREDICT_ROWS * f), vec![0u8; f * 4]);
-        let mut keys = keys.iter().enumerate().peekable();
-        while keys.peek().is_some() {
-            // The next PREDICT_ROWS held keys, read and multiplied together.
-            held.clear();
-            out.clear();
-            for (i, k) in keys.by_ref() {
-                match self.index.get(k) {
-                    Some(&row) => {
-                        self.read_row(row, &mut bytes, &mut out)?;
-                        held.push(i);
-                        if held.len() == PREDICT_ROWS {
-                            break;
-                        }
-                    }
-                    None => unknown.push(i),
-                }
+        let (mut held, mut unknown) = (Vec::with_capacity(keys.len()), Vec::new());
+        for (i, k) in keys.iter().enumerate() {
+            match self.index.get(k) {
+                Some(&row) => held.push((i, row)),
+                None => unknown.push(i),
             }
-            if held.is_empty() {
-                break;
+        }
+        let mut labels = vec![0u8; keys.len()];
+        let mut bytes = vec![0u8; self.features * 4];
+        for group in held.chunks(PREDICT_ROWS) {
+            let mut out = Vec::with_capacity(group.len() * self.features);
+            for &(_, row) in group {
+                self.read_row(row, &mut bytes, &mut out)?;
             }
-            let features = Tensor::from_vec(std::mem::take(&mut out), (held.len(), f), &Device::Cpu)?;
-            let predicted = model.forward_features(&features)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            held.iter().zip(predicted).for_each(|(&i, v)| labels[i] = v as u8);
-            out = Vec::with_capacity(PREDICT_ROWS * f);
+            let features = Tensor::from_vec(out, (group.len(), self.features), &Device::Cpu)?;
+            for (&(i, _), v) in group.iter().zip(predicted_classes(model, &features)?) {
+                labels[i] = v;
+            }
         }
         Ok((labels, unknown))
     }
+}
+
+/// The class `model` predicts for each row of scattering `features`.
+fn predicted_classes(model: &Classifier, features: &Tensor) -> Result<Vec<u8>, FeatureCacheError> {
+    let classes = model.forward_features(features)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok(classes.into_iter().map(|v| v as u8).collect())
 }
 
 #[cfg(test)]
