@@ -172,6 +172,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             for q in ledger.queries().context("restoring the data-dependent epsilon from the ledger")? {
                 t.restore(&q.histogram, q.answer.is_some());
             }
+            // Answering that stopped stays stopped (pate_privacy::target), unless
+            // the operator has raised the target since.
+            match ledger.target_stopped_at().context("reading the target stop from the ledger")? {
+                Some(at) if eps <= at => {
+                    t.stop();
+                    tracing::warn!(target = eps, stopped_at = at, epsilon = t.spent(), "target reached before this start: every label request will be refused");
+                }
+                Some(at) => tracing::warn!(target = eps, stopped_at = at, "target raised since answering stopped: answering resumes"),
+                None => {}
+            }
             tracing::info!(target = eps, epsilon = t.spent(), "data-dependent target set");
             Some(t)
         }

@@ -204,8 +204,13 @@ impl AggregatorService {
         if let Err(LabelError::Target(e)) = &answered {
             // The claim is gone: a duplicate of this id may already be
             // asking; it finds no answer and is refused in its turn.
-            let key = id.clone();
-            self.with_ledger(move |l| l.record_refusal(&key, n)).await?;
+            let (key, at) = (id.clone(), e.reached_target());
+            self.with_ledger(move |l| {
+                l.record_refusal(&key, n)?;
+                // A restart must not answer again behind the refusal.
+                at.map_or(Ok(()), |t| l.record_target_stop(t))
+            })
+            .await?;
             tracing::warn!(request_id = %id, n, caller = %student, error = %e, "refused: target epsilon reached");
         }
         let (records, (snapshot, own)) = answered?;

@@ -301,6 +301,30 @@ impl Ledger {
         Ok(())
     }
 
+    /// Files that answering stopped at data-dependent target `target`
+    /// ([`pate_privacy::target`]: the first refusal ends answering), so a
+    /// restart at the same or a lower target stays stopped. Keeps the
+    /// highest target filed.
+    pub fn record_target_stop(&mut self, target: f64) -> Result<(), LedgerError> {
+        if self.target_stopped_at()?.is_some_and(|at| at >= target) {
+            return Ok(());
+        }
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('target_stopped_at', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [serde_json::to_string(&target).map_err(|e| LedgerError::Corrupt(format!("target {target}: {e}")))?],
+        )?;
+        Ok(())
+    }
+
+    /// The highest data-dependent target answering stopped at, if any.
+    pub fn target_stopped_at(&self) -> Result<Option<f64>, LedgerError> {
+        let s: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'target_stopped_at'", [], |r| r.get(0)).optional()?;
+        s.map(|s| serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("target_stopped_at {s:?}: {e}"))))
+            .transpose()
+    }
+
     /// Every recorded query, oldest first.
     pub fn queries(&self) -> Result<Vec<QueryRecord>, LedgerError> {
         let mut stmt = self.conn.prepare("SELECT histogram, answer, rdp FROM queries ORDER BY id")?;
@@ -427,6 +451,22 @@ mod tests {
     }
 
     /// Rows a correct ledger never holds are refused, not restored.
+    #[test]
+    fn a_target_stop_survives_reopen_and_keeps_the_highest_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l.db");
+        let m = Mechanism::GnMax { sigma: 10.0 };
+        let mut l = Ledger::open(&path, &m, &[2.0, 4.0]).expect("open");
+        assert_eq!(l.target_stopped_at().expect("read"), None);
+        l.record_target_stop(1.5).expect("record");
+        l.record_target_stop(1.0).expect("a lower target keeps 1.5");
+        drop(l);
+        let mut l = Ledger::open(&path, &m, &[2.0, 4.0]).expect("reopen");
+        assert_eq!(l.target_stopped_at().expect("read"), Some(1.5));
+        l.record_target_stop(2.0).expect("raised");
+        assert_eq!(l.target_stopped_at().expect("read"), Some(2.0));
+    }
+
     #[test]
     fn corrupt_rows_are_refused() {
         let blob = |v: &[f64]| f64s_to_blob(v);

@@ -164,8 +164,13 @@ async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest, wait: D
 /// would have been answered. So a refusal of a batch sent beside others
 /// drops to one batch at a time and asks that batch once more, alone,
 /// under a new request id (a new query: it costs only if answered); a
-/// refusal of a batch sent alone ends the run, as it always has. The run
-/// thus stops where a one-at-a-time student would stop.
+/// refusal of a batch sent alone ends the run, as it always has. Against
+/// the data-independent budget (each query reserves the same) the run thus
+/// stops where a one-at-a-time student would stop. A data-dependent target
+/// stops the aggregator for good at its first refusal (reservations there
+/// depend on the votes, so letting later batches in would select them by
+/// their votes: `pate_privacy::target`); the batch asked again is refused
+/// too and the run ends.
 #[derive(Debug)]
 struct Schedule {
     total: usize,

@@ -1,12 +1,17 @@
 //! The aggregator's `--target-epsilon` stop over real gRPC: it answers while
 //! the data-dependent epsilon of what it answered stays under the target,
-//! then refuses with RESOURCE_EXHAUSTED at no cost, a restart restores the
+//! then refuses with RESOURCE_EXHAUSTED at no cost and stops answering
+//! (even a smaller batch that would still fit is refused, also after a
+//! restart, until the operator raises the target), a restart restores the
 //! data-dependent spend from the ledger, and a target no query can meet is
 //! refused at start-up.
 
 mod common;
 
 use common::*;
+use pate_privacy::orders::default_orders;
+use pate_privacy::target::DataDependentTarget;
+use pate_privacy::Mechanism;
 use pate_proto::v1::{BudgetRequest, LabelRequest};
 use tonic::Code;
 
@@ -18,7 +23,9 @@ async fn stops_at_the_target_and_refusals_cost_nothing() {
     let t = teacher.addr.to_string();
     // One teacher, GNMax sigma 20: each answer costs about order/400 (one
     // vote cannot make q small), so about 16-19 answers fit in epsilon 1.5
-    // at delta 1e-5. The data-independent limit is out of the way.
+    // at delta 1e-5 (asked 4 at a time, so a batch is refused while one
+    // query alone would still fit). The data-independent limit is out of
+    // the way.
     let flags = [
         "--teacher",
         &t,
@@ -43,7 +50,7 @@ async fn stops_at_the_target_and_refusals_cost_nothing() {
     let mut answered = 0;
     let mut refusal = None;
     for i in 0..20 {
-        match client.label(label(format!("b{i}"), 2)).await {
+        match client.label(label(format!("b{i}"), 4)).await {
             Ok(r) => answered += r.into_inner().labels.len(),
             Err(e) => {
                 refusal = Some(e);
@@ -62,15 +69,26 @@ async fn stops_at_the_target_and_refusals_cost_nothing() {
     let b = client.budget(BudgetRequest {}).await.expect("budget").into_inner();
     assert_eq!(
         (b.queries_answered, b.queries_refused),
-        (answered as u64, 2),
+        (answered as u64, 4),
         "the refused batch is counted, not charged"
     );
-    // Refused again: still nothing charged.
+    // One query alone would still fit under the target (one vote per
+    // query, so every answer costs the same: this is deterministic)...
+    let one_fits = {
+        let mut t = DataDependentTarget::new(Mechanism::GnMax { sigma: 20.0 }, 1.5, 1e-5, default_orders()).expect("target");
+        let mut one = vec![0u32; 10];
+        one[0] = 1;
+        (0..answered).for_each(|_| t.restore(&one, true));
+        t.reserve(&[one]).is_ok()
+    };
+    assert!(one_fits, "precondition: after {answered} answers one more fits the target");
+    // ...but answering has stopped: still refused, still nothing charged.
     let err = client
-        .label(label("again".into(), 2))
+        .label(label("again".into(), 1))
         .await
-        .expect_err("still over the target");
+        .expect_err("answering stopped at the first refusal");
     assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("answering stopped"), "{}", err.message());
     let b = client.budget(BudgetRequest {}).await.expect("budget").into_inner();
     assert_eq!(b.queries_answered, answered as u64);
     agg.stop().await.expect("clean shutdown");
@@ -89,17 +107,28 @@ async fn stops_at_the_target_and_refusals_cost_nothing() {
     let dd = r["data_dependent_epsilon"].as_f64().expect("data-dependent epsilon");
     assert!(dd <= 1.5 && dd > 1.0, "{r}");
 
-    // A restart restores the data-dependent spend: still refused.
+    // A restart restores the data-dependent spend and the stop: the one
+    // query that would fit is still refused.
     let agg = start_aggregator(aggregator_config(&flags)).await;
     let mut client = aggregator_client(agg.addr).await;
     let err = client
-        .label(label("after-restart".into(), 2))
+        .label(label("after-restart".into(), 1))
         .await
-        .expect_err("the target survives a restart");
+        .expect_err("the stop survives a restart");
     assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("answering stopped"), "{}", err.message());
+    agg.stop().await.expect("clean shutdown");
+    assert_eq!(report()["queries_answered"].as_u64(), Some(answered as u64));
+
+    // The operator raises the target: answering resumes.
+    let raised: Vec<&str> = flags.iter().map(|&f| if f == "1.5" { "3" } else { f }).collect();
+    let agg = start_aggregator(aggregator_config(&raised)).await;
+    let mut client = aggregator_client(agg.addr).await;
+    let r = client.label(label("raised".into(), 1)).await.expect("answered under the raised target");
+    assert_eq!(r.into_inner().labels.len(), 1);
     agg.stop().await.expect("clean shutdown");
     teacher.stop().await.expect("clean shutdown");
-    assert_eq!(report()["queries_answered"].as_u64(), Some(answered as u64));
+    assert_eq!(report()["queries_answered"].as_u64(), Some(answered as u64 + 1));
 }
 
 #[tokio::test]
