@@ -18,14 +18,19 @@
 //! reservation against the data-dependent target as well (taken once the
 //! votes are in, before any noise is drawn): the commit settles it at the
 //! realized cost, a drop cancels it, and a refusal by the target gives the
-//! budget reservation back and counts the batch as refused.
+//! budget reservation back and counts the batch as refused. Batches take
+//! that reservation one at a time in the order they ask; one crowded out
+//! only by the reservations of batches in flight waits (and keeps the
+//! batches behind it waiting) until one of them settles or is cancelled,
+//! so each batch is decided as it would be one at a time
+//! (`pate_privacy::target` says why that matters).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pate_privacy::budget::{Budget, BudgetSnapshot};
-use pate_privacy::target::{DataDependentTarget, Reservation};
-use tokio::sync::watch;
+use pate_privacy::target::{DataDependentTarget, Reservation, TargetError};
+use tokio::sync::{watch, Notify};
 
 use crate::ledger::QueryRecord;
 use crate::service::LabelError;
@@ -41,6 +46,10 @@ pub struct State {
     pub target: Option<DataDependentTarget>,
     /// Ids being answered; the receiver wakes when the owner lets go.
     in_flight: HashMap<String, watch::Receiver<()>>,
+    /// The queue batches take the target's reservation in (tokio's mutex is fair: first come, first served).
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// Woken when a target reservation settles or is cancelled.
+    settled: Arc<Notify>,
 }
 
 /// The state shared by the service and every claim.
@@ -48,7 +57,14 @@ pub type Shared = Arc<Mutex<State>>;
 
 /// A fresh shared state around the global and the students' budgets.
 pub fn shared(budget: Budget, students: StudentBudgets) -> Shared {
-    Arc::new(Mutex::new(State { budget, students, target: None, in_flight: HashMap::new() }))
+    Arc::new(Mutex::new(State {
+        budget,
+        students,
+        target: None,
+        in_flight: HashMap::new(),
+        turn: Default::default(),
+        settled: Default::default(),
+    }))
 }
 
 /// Locks the state. A panic while holding the lock cannot leave the budget
@@ -112,10 +128,37 @@ impl Claim {
     }
 
     /// Reserves the worst case of answering `histograms` against the
-    /// data-dependent target, if one is set. A refusal gives this call's
-    /// budget reservation back and counts the batch as refused by the
-    /// global budget: no noise is drawn, nothing is charged.
-    pub fn reserve_target(&mut self, histograms: &[Vec<u32>]) -> Result<(), LabelError> {
+    /// data-dependent target, if one is set, in this call's turn: calls
+    /// decide in the order they ask, and one crowded out only by the
+    /// reservations of calls in flight waits for one of them to settle or
+    /// be cancelled (the calls behind it wait too). A refusal gives this
+    /// call's budget reservation back and counts the batch as refused by
+    /// the global budget: no noise is drawn, nothing is charged.
+    pub async fn reserve_target(&mut self, histograms: &[Vec<u32>]) -> Result<(), LabelError> {
+        let (turn, settled) = {
+            let st = lock(&self.shared);
+            if st.target.is_none() {
+                return Ok(());
+            }
+            (Arc::clone(&st.turn), Arc::clone(&st.settled))
+        };
+        let _turn = turn.lock().await;
+        loop {
+            // Registered before the check, so a settle between the two is not missed.
+            let notified = settled.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_reserve_target(histograms) {
+                Err(LabelError::Target(TargetError::Busy { outstanding })) => {
+                    tracing::debug!(request_id = %self.id, outstanding, "waiting for batches in flight to settle against the target");
+                    notified.await;
+                }
+                decided => return decided,
+            }
+        }
+    }
+
+    fn try_reserve_target(&mut self, histograms: &[Vec<u32>]) -> Result<(), LabelError> {
         let mut st = lock(&self.shared);
         let State { budget, students, target, .. } = &mut *st;
         let Some(t) = target.as_mut() else { return Ok(()) };
@@ -124,6 +167,7 @@ impl Claim {
                 self.target = Some(r);
                 Ok(())
             }
+            Err(e @ TargetError::Busy { .. }) => Err(LabelError::Target(e)),
             Err(e) => {
                 let n = std::mem::take(&mut self.reserved);
                 budget.release(n);
@@ -140,9 +184,10 @@ impl Claim {
     pub fn commit(mut self, records: &[QueryRecord]) -> (BudgetSnapshot, BudgetSnapshot) {
         let mut st = lock(&self.shared);
         let reserved = std::mem::take(&mut self.reserved);
-        let State { budget, students, target, .. } = &mut *st;
+        let State { budget, students, target, settled, .. } = &mut *st;
         if let (Some(t), Some(r)) = (target.as_mut(), self.target.take()) {
             t.settle(r, records.iter().map(|q| (q.histogram.as_slice(), q.answer.is_some())));
+            settled.notify_waiters();
         }
         let own = students.get(&self.student);
         budget.release(reserved);
@@ -165,6 +210,7 @@ impl Drop for Claim {
         st.students.get(&self.student).release(self.reserved);
         if let (Some(t), Some(r)) = (st.target.as_mut(), self.target.take()) {
             t.cancel(r);
+            st.settled.notify_waiters();
         }
         st.in_flight.remove(&self.id);
     }
@@ -203,8 +249,8 @@ mod tests {
         assert!(matches!(claim(&s, "a", "s"), Entry::Owner(_)), "commit lets go of the id");
     }
 
-    #[test]
-    fn the_target_reservation_follows_the_claim() {
+    #[tokio::test]
+    async fn the_target_reservation_follows_the_claim() {
         use pate_privacy::target::DataDependentTarget;
         let m = Mechanism::GnMax { sigma: 20.0 };
         let orders = default_orders();
@@ -219,14 +265,14 @@ mod tests {
         // Dropped after reserving: the next claim finds the same room.
         let Entry::Owner(mut c) = claim(&s, "a", "s") else { panic!("free id") };
         c.reserve(2).expect("budget");
-        c.reserve_target(&hists).expect("room");
+        c.reserve_target(&hists).await.expect("room");
         drop(c);
         assert_eq!(spent(&s), 0.0);
         let mut fits = 0;
         loop {
             let Entry::Owner(mut c) = claim(&s, "a", "s") else { panic!("free id") };
             c.reserve(2).expect("budget");
-            match c.reserve_target(&hists) {
+            match c.reserve_target(&hists).await {
                 Ok(()) => {
                     c.commit(&[answered(), answered()]);
                     fits += 1;
@@ -243,6 +289,58 @@ mod tests {
             assert!(fits < 100, "never stopped");
         }
         assert!(fits > 1 && spent(&s) <= 1.5, "{fits} batches, spent {}", spent(&s));
+    }
+
+    /// A batch crowded out by another's reservation waits for it instead of
+    /// being refused, and a batch that asks later waits behind it even
+    /// when it would fit: the order of decisions is the order of asking.
+    #[tokio::test]
+    async fn a_crowded_out_batch_waits_for_the_others_and_keeps_its_place() {
+        use pate_privacy::target::DataDependentTarget;
+        let m = Mechanism::GnMax { sigma: 20.0 };
+        let orders = default_orders();
+        let students = StudentBudgets::new(m, 1e9, 1e-5, orders.clone()).expect("budgets");
+        let s = shared(Budget::new(m, 1e9, 1e-5, orders.clone()).expect("budget"), students);
+        lock(&s).target = Some(DataDependentTarget::new(m, 1.5, 1e-5, orders).expect("target"));
+        let one = || vec![vec![1u32, 0]];
+        let record = || QueryRecord { histogram: vec![1, 0], answer: Some(0), rdp: vec![0.0; default_orders().len()] };
+        // A holds the room of 10 queries of the 18 that fit epsilon 1.5
+        // (one vote each, so each costs the same); B's 10 do not fit beside it.
+        let Entry::Owner(mut a) = claim(&s, "a", "s") else { panic!("free id") };
+        a.reserve_target(&vec![vec![1, 0]; 10]).await.expect("room");
+        let Entry::Owner(mut b) = claim(&s, "b", "s") else { panic!("free id") };
+        let b = tokio::spawn(async move {
+            let r = b.reserve_target(&vec![vec![1, 0]; 10]).await;
+            (b, r)
+        });
+        let Entry::Owner(mut c) = claim(&s, "c", "s") else { panic!("free id") };
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let c = tokio::spawn(async move {
+            let r = c.reserve_target(&one()).await;
+            (c, r)
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!b.is_finished(), "B waits for A instead of being refused");
+        assert!(!c.is_finished(), "C would fit beside A but asked after B: it waits its turn");
+        // A is cancelled (its client went away): B now fits, then C.
+        drop(a);
+        let (b, rb) = b.await.expect("b");
+        rb.expect("B fits once A's reservation is gone");
+        let (c, rc) = c.await.expect("c");
+        rc.expect("C fits beside B");
+        b.commit(&vec![record(); 10]);
+        c.commit(&[record()]);
+        // 11 answered: 10 more do not fit and nothing is in flight: refused, and answering stops.
+        let Entry::Owner(mut d) = claim(&s, "d", "s") else { panic!("free id") };
+        let refused = d.reserve_target(&vec![vec![1, 0]; 10]).await;
+        assert!(matches!(refused, Err(LabelError::Target(TargetError::Reached { .. }))));
+        let Entry::Owner(mut e) = claim(&s, "e", "s") else { panic!("free id") };
+        let stopped = e.reserve_target(&one()).await;
+        assert!(matches!(stopped, Err(LabelError::Target(TargetError::Stopped { .. }))), "one would fit, but answering stopped");
     }
 
     #[tokio::test]

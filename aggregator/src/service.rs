@@ -242,7 +242,7 @@ impl AggregatorService {
         let hists = histograms(&votes, self.pool.classes());
         // The target's worst case is reserved before any noise is drawn: a
         // refused batch has released nothing and costs nothing.
-        claim.reserve_target(&hists)?;
+        claim.reserve_target(&hists).await?;
         let (cost_answered, cost_declined) = {
             let st = lock(&self.state);
             (st.budget.query_cost(true), st.budget.query_cost(false))
