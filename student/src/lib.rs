@@ -54,12 +54,14 @@ pub struct Config {
     pub query_batch: usize,
     /// Label calls in flight at once: overlapping them keeps the teachers
     /// busy and lets the aggregator merge their fan-outs into one Vote per
-    /// teacher (with 250 teachers and batches of 10, 16 at once labelled
-    /// 4.5x faster than one at a time; docs/BENCHMARKS.md). A call refused
-    /// beside others is asked again alone, so the run stops where one at
-    /// a time would.
-    #[arg(long, default_value_t = 16, env = "PATE_MAX_IN_FLIGHT")]
-    pub max_in_flight: usize,
+    /// teacher. A call refused beside others is asked again alone, and
+    /// near a data-dependent target the aggregator decides calls one at a
+    /// time in arrival order, so the run stops where one at a time would
+    /// [default: enough calls to carry twice the aggregator's largest
+    /// batch, at most 256: 205 calls of 10 against its default 1024;
+    /// docs/BENCHMARKS.md, "Labelling at scale"].
+    #[arg(long, env = "PATE_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
     /// Seed that picks the queried items and trains the student.
     #[arg(long, default_value_t = 0, env = "PATE_SEED")]
     pub seed: u64,

@@ -67,7 +67,9 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
     // teachers busy while one batch's answers are recorded (and lets the
     // aggregator send them to the teachers together). See [`Schedule`] for
     // what a refusal then means.
-    let mut schedule = Schedule::new(starts.len(), config.max_in_flight);
+    let width = config.max_in_flight.unwrap_or_else(|| default_in_flight(ensemble.max_batch as usize, batch));
+    tracing::debug!(width, "label calls in flight at most");
+    let mut schedule = Schedule::new(starts.len(), width);
     let mut results: Vec<Option<Result<LabelResponse, tonic::Status>>> = (0..starts.len()).map(|_| None).collect();
     let mut running = tokio::task::JoinSet::new();
     let mut answered = 0;
@@ -135,6 +137,18 @@ pub async fn label_pool(config: &Config, images: &Images, classes: usize) -> any
         out.budget = client.budget(BudgetRequest {}).await?.into_inner();
     }
     Ok(out)
+}
+
+/// Most Label calls the student keeps in flight by default.
+const MAX_DEFAULT_IN_FLIGHT: usize = 256;
+
+/// Label calls in flight by default: enough to carry two of the
+/// aggregator's largest merged rounds (`max_batch` samples each), so one
+/// round fills while the other is out with the teachers. With 250 teachers
+/// and calls of 10, 16 calls in flight labelled at a third of the rate that
+/// two full rounds reach (docs/BENCHMARKS.md, "Labelling at scale").
+fn default_in_flight(max_batch: usize, batch: usize) -> usize {
+    (2 * max_batch).div_ceil(batch.max(1)).clamp(1, MAX_DEFAULT_IN_FLIGHT)
 }
 
 async fn send(client: &mut AggregatorClient<Channel>, req: LabelRequest, wait: Duration) -> Result<pate_proto::v1::LabelResponse, tonic::Status> {
@@ -239,7 +253,15 @@ impl Schedule {
 
 #[cfg(test)]
 mod tests {
-    use super::Schedule;
+    use super::{default_in_flight, Schedule};
+
+    #[test]
+    fn the_default_width_carries_two_rounds_within_bounds() {
+        assert_eq!(default_in_flight(1024, 10), 205);
+        assert_eq!(default_in_flight(1024, 250), 9);
+        assert_eq!(default_in_flight(1024, 1), 256, "capped");
+        assert_eq!(default_in_flight(0, 10), 1, "at least one");
+    }
 
     #[test]
     fn batches_go_out_in_order_up_to_the_width() {
