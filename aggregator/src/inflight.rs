@@ -249,15 +249,22 @@ mod tests {
         assert!(matches!(claim(&s, "a", "s"), Entry::Owner(_)), "commit lets go of the id");
     }
 
-    #[tokio::test]
-    async fn the_target_reservation_follows_the_claim() {
+    /// A state with budgets out of the way and a data-dependent target of
+    /// 1.5 for one teacher under GNMax sigma 20: every answer of one vote
+    /// costs the same, and 18 fit.
+    fn targeted() -> Shared {
         use pate_privacy::target::DataDependentTarget;
         let m = Mechanism::GnMax { sigma: 20.0 };
         let orders = default_orders();
         let students = StudentBudgets::new(m, 1e9, 1e-5, orders.clone()).expect("budgets");
         let s = shared(Budget::new(m, 1e9, 1e-5, orders.clone()).expect("budget"), students);
-        // One teacher, sigma 20: a handful of answers fit in epsilon 1.5.
         lock(&s).target = Some(DataDependentTarget::new(m, 1.5, 1e-5, orders).expect("target"));
+        s
+    }
+
+    #[tokio::test]
+    async fn the_target_reservation_follows_the_claim() {
+        let s = targeted();
         let hists = vec![vec![1, 0]; 2];
         let answered = || QueryRecord { histogram: vec![1, 0], answer: Some(0), rdp: vec![0.0; default_orders().len()] };
         let spent = |s: &Shared| lock(s).target.as_ref().expect("target").spent();
@@ -296,16 +303,10 @@ mod tests {
     /// when it would fit: the order of decisions is the order of asking.
     #[tokio::test]
     async fn a_crowded_out_batch_waits_for_the_others_and_keeps_its_place() {
-        use pate_privacy::target::DataDependentTarget;
-        let m = Mechanism::GnMax { sigma: 20.0 };
-        let orders = default_orders();
-        let students = StudentBudgets::new(m, 1e9, 1e-5, orders.clone()).expect("budgets");
-        let s = shared(Budget::new(m, 1e9, 1e-5, orders.clone()).expect("budget"), students);
-        lock(&s).target = Some(DataDependentTarget::new(m, 1.5, 1e-5, orders).expect("target"));
+        let s = targeted();
         let one = || vec![vec![1u32, 0]];
         let record = || QueryRecord { histogram: vec![1, 0], answer: Some(0), rdp: vec![0.0; default_orders().len()] };
-        // A holds the room of 10 queries of the 18 that fit epsilon 1.5
-        // (one vote each, so each costs the same); B's 10 do not fit beside it.
+        // A holds the room of 10 queries of the 18 that fit; B's 10 do not fit beside it.
         let Entry::Owner(mut a) = claim(&s, "a", "s") else { panic!("free id") };
         a.reserve_target(&vec![vec![1, 0]; 10]).await.expect("room");
         let Entry::Owner(mut b) = claim(&s, "b", "s") else { panic!("free id") };
