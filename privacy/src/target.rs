@@ -134,6 +134,9 @@ pub struct DataDependentTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     rdp: Vec<f64>,
+    /// Each query's answered cost, kept so that settling an answered query
+    /// adds it as computed here instead of computing it again.
+    answered: Vec<Vec<f64>>,
 }
 
 fn add(total: &mut [f64], x: &[f64]) {
@@ -237,9 +240,10 @@ impl DataDependentTarget {
         if self.stopped {
             return Err(TargetError::Stopped { asked: histograms.len() as u64, spent: self.spent(), target: self.target });
         }
+        let answered: Vec<Vec<f64>> = histograms.iter().map(|h| self.query_rdp(h, Some(true))).collect();
         let mut rdp = vec![0.0; self.orders.len()];
-        for h in histograms {
-            add(&mut rdp, &self.query_rdp(h, Some(true)));
+        for a in &answered {
+            add(&mut rdp, a);
         }
         let mut after = self.spent.clone();
         add(&mut after, &self.reserved);
@@ -259,7 +263,7 @@ impl DataDependentTarget {
         }
         add(&mut self.reserved, &rdp);
         self.outstanding += 1;
-        Ok(Reservation { rdp })
+        Ok(Reservation { rdp, answered })
     }
 
     /// Drops a reservation whose batch was not answered.
@@ -273,11 +277,18 @@ impl DataDependentTarget {
         }
     }
 
-    /// Replaces a reservation by the realized cost of its answered batch.
-    pub fn settle<'a>(&mut self, r: Reservation, realized: impl IntoIterator<Item = (&'a [u32], bool)>) {
+    /// Replaces a reservation by the realized cost of its answered batch:
+    /// `realized` holds the reserved histograms, in the same order, each
+    /// with whether it was answered.
+    pub fn settle<'a>(&mut self, mut r: Reservation, realized: impl IntoIterator<Item = (&'a [u32], bool)>) {
+        let costs = std::mem::take(&mut r.answered);
         self.cancel(r);
+        let mut costs = costs.into_iter();
         for (h, answered) in realized {
-            self.restore(h, answered);
+            match costs.next() {
+                Some(cost) if answered => add(&mut self.spent, &cost),
+                _ => self.restore(h, answered),
+            }
         }
     }
 
@@ -377,6 +388,20 @@ mod tests {
             t.settle(r, batch.iter().map(|h| (h.as_slice(), false)));
         }
         t.reserve(&batch).expect("fits against the realized cost");
+    }
+
+    /// Settling adds exactly what restoring the same queries from a ledger adds.
+    #[test]
+    fn settling_equals_restoring() {
+        let batch = vec![vec![240, 5, 5, 0], vec![130, 120, 0, 0], vec![200, 30, 20, 0]];
+        let answered = [true, false, true];
+        let mut settled = DataDependentTarget::new(confident(), 5.0, 1e-5, default_orders()).expect("valid");
+        let mut restored = settled.clone();
+        let r = settled.reserve(&batch).expect("room");
+        settled.settle(r, batch.iter().map(Vec::as_slice).zip(answered));
+        batch.iter().zip(answered).for_each(|(h, a)| restored.restore(h, a));
+        assert_eq!(settled.spent, restored.spent);
+        assert!(settled.spent() > 0.0);
     }
 
     #[test]
