@@ -15,7 +15,12 @@
 //! `data/scatter-*.bin`: scatter teachers then read the pool's features from
 //! it, as the lab's teachers do with `--feature-cache`, once asked by the
 //! pixels, which each teacher hashes, and once by the images' keys, hashed
-//! once beforehand as the aggregator does for a vote by key). Each worker runs
+//! once beforehand as the aggregator does for a vote by key),
+//! `PATE_BENCH_ORDER` (`teachers`, the default: each teacher predicts the
+//! whole pool before the next starts; `rounds`: every teacher predicts one
+//! call's items before the next call, as the lab's merged rounds ask them,
+//! so the call's cached features stay in the CPU's cache from one teacher
+//! to the next: a higher bound, docs/BENCHMARKS.md). Each worker runs
 //! its share of the teachers one after another in its own one-thread rayon
 //! pool, so the cores each run one
 //! forward pass at a time, as the lab's teacher processes do (with one
@@ -45,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers: usize = env("PATE_BENCH_WORKERS").map_or(Ok(cores), |v| v.parse())?;
+    let rounds = env("PATE_BENCH_ORDER").is_some_and(|v| v == "rounds");
     let cache = env("PATE_BENCH_FEATURE_CACHE").map(|p| FeatureCache::open(std::path::Path::new(&p))).transpose()?;
 
     let data = load_idx_dir(&resolve_data_dir(None)?)?;
@@ -78,13 +84,26 @@ fn main() -> anyhow::Result<()> {
                     s.spawn(move || -> anyhow::Result<()> {
                         let own = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
                         own.install(|| -> anyhow::Result<()> {
-                            for model in teachers.iter().skip(w).step_by(workers.max(1)) {
+                            let mine: Vec<_> = teachers.iter().skip(w).step_by(workers.max(1)).collect();
+                            let call = |model, start: usize| -> anyhow::Result<()> {
+                                let end = (start + batch).min(pool.len());
+                                match cache {
+                                    Some(c) if by_key => drop(c.predict_keys(model, &keys[start..end])?),
+                                    Some(c) => drop(c.predict(model, &pool.range(start..end))?),
+                                    None => drop(predict(model, &pool.range(start..end), batch)?),
+                                }
+                                Ok(())
+                            };
+                            if rounds {
                                 for start in (0..pool.len()).step_by(batch) {
-                                    let end = (start + batch).min(pool.len());
-                                    match cache {
-                                        Some(c) if by_key => drop(c.predict_keys(model, &keys[start..end])?),
-                                        Some(c) => drop(c.predict(model, &pool.range(start..end))?),
-                                        None => drop(predict(model, &pool.range(start..end), batch)?),
+                                    for &model in &mine {
+                                        call(model, start)?;
+                                    }
+                                }
+                            } else {
+                                for &model in &mine {
+                                    for start in (0..pool.len()).step_by(batch) {
+                                        call(model, start)?;
                                     }
                                 }
                             }

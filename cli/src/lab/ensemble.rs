@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use pate_ml::data::Images;
 use pate_proto::tls::{ServerRole, Transport};
-use pate_proto::v1::{teacher_client::TeacherClient, VoteRequest};
+use pate_proto::v1::{teacher_client::TeacherClient, DescribeRequest, VoteRequest};
 use pate_proto::Samples;
 
-/// Rows per Vote call.
+/// Rows per Vote call, at most (fewer where a teacher takes fewer).
 const BATCH: usize = 1000;
 
 /// Each teacher's labels for every image, in teacher order.
@@ -50,9 +50,12 @@ async fn votes_of(addr: SocketAddr, images: &Images, tag: &str, transport: &Tran
         .await
         .with_context(|| format!("connecting to teacher {addr}"))?;
     let mut client = TeacherClient::new(channel).max_encoding_message_size(pate_proto::MAX_MESSAGE_BYTES);
+    // A teacher started with a smaller --max-batch refuses bigger calls.
+    let info = client.describe(DescribeRequest {}).await.with_context(|| format!("teacher {addr} describe"))?.into_inner();
+    let batch = BATCH.min(info.max_batch as usize).max(1);
     let mut labels = Vec::with_capacity(images.len());
-    for start in (0..images.len()).step_by(BATCH) {
-        let chunk = images.range(start..(start + BATCH).min(images.len()));
+    for start in (0..images.len()).step_by(batch) {
+        let chunk = images.range(start..(start + batch).min(images.len()));
         let samples = Samples { n: chunk.len(), rows: chunk.rows, cols: chunk.cols, pixels: chunk.data };
         let req = VoteRequest { request_id: format!("{tag}-{start}"), samples: Some(samples.to_tensor()), ..Default::default() };
         labels.extend(client.vote(req).await.with_context(|| format!("teacher {addr} vote"))?.into_inner().labels);
