@@ -2,7 +2,6 @@
 //! signal, and the address file through which a server bound to port 0 tells
 //! its launcher where it listens.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -21,28 +20,26 @@ pub fn init_tracing(json: bool) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM, whichever comes first.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    async {
-        let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        #[cfg(unix)]
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
             }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term => {},
+            Err(_) => std::future::pending::<()>().await,
         }
-        tracing::info!("shutdown signal received");
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
+    tracing::info!("shutdown signal received");
 }
 
 /// Writes `addr` to `path` atomically (temp file, then rename), so a reader
