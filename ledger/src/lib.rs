@@ -170,11 +170,14 @@ impl Ledger {
         Ok(Ledger { conn })
     }
 
+    /// The value stored under `key` in `meta`, if any.
+    fn meta(&self, key: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
     /// Stores `value` under `key`, or checks it equals what is stored.
     fn pin(&self, key: &'static str, value: &str) -> Result<(), LedgerError> {
-        let stored: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
-        match stored {
+        match self.meta(key)? {
             None => {
                 self.conn.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
                 Ok(())
@@ -312,16 +315,15 @@ impl Ledger {
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES ('target_stopped_at', ?1) \
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [serde_json::to_string(&target).map_err(|e| LedgerError::Corrupt(format!("target {target}: {e}")))?],
+            [json(&target)],
         )?;
         Ok(())
     }
 
     /// The highest data-dependent target answering stopped at, if any.
     pub fn target_stopped_at(&self) -> Result<Option<f64>, LedgerError> {
-        let s: Option<String> =
-            self.conn.query_row("SELECT value FROM meta WHERE key = 'target_stopped_at'", [], |r| r.get(0)).optional()?;
-        s.map(|s| serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("target_stopped_at {s:?}: {e}"))))
+        self.meta("target_stopped_at")?
+            .map(|s| serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("target_stopped_at {s:?}: {e}"))))
             .transpose()
     }
 
