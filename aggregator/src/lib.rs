@@ -25,7 +25,6 @@ use pate_proto::tls::TlsArgs;
 use pate_proto::v1::aggregator_server::AggregatorServer;
 use tonic::service::interceptor::InterceptedService;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// The ledger lives in its own crate (`pate privacy report` reads it too).
 pub use pate_ledger as ledger;
@@ -217,7 +216,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .server()?
         .add_service(health)
         .add_service(InterceptedService::new(aggregator, RequireRole::students_only(transport.is_tls())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(pate_proto::runtime::incoming(listener), shutdown)
         .await
         .context("aggregator server failed");
     monitor.abort();

@@ -15,7 +15,6 @@ use pate_proto::tls::TlsArgs;
 use pate_proto::v1::teacher_server::TeacherServer;
 use tonic::service::interceptor::InterceptedService;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use service::TeacherService;
 pub use train::{train, TrainArgs};
@@ -75,7 +74,7 @@ pub async fn run(config: ServeConfig, listener: TcpListener, shutdown: impl Futu
         .server()?
         .add_service(health)
         .add_service(InterceptedService::new(teacher, RequireRole::aggregator_only(transport.is_tls())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(pate_proto::runtime::incoming(listener), shutdown)
         .await
         .context("teacher server failed")?;
     tracing::info!(teacher = %id, "stopped");

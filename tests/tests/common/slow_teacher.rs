@@ -9,7 +9,6 @@ use pate_proto::v1::teacher_server::{Teacher, TeacherServer};
 use pate_proto::v1::{DescribeRequest, TeacherInfo, VoteRequest, VoteResponse};
 use pate_proto::Samples;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::Server;
@@ -97,7 +96,7 @@ pub async fn start(block: Block) -> SlowTeacher {
     let task = tokio::spawn(async move {
         builder
             .add_service(TeacherServer::new(service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(l), async {
+            .serve_with_incoming_shutdown(pate_proto::runtime::incoming(l), async {
                 let _ = rx.await;
             })
             .await?;
